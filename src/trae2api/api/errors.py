@@ -1,0 +1,89 @@
+"""Exception handlers: every error a client sees is OpenAI's envelope with the right status.
+
+Covers our ``ApiError``s, the framework's 404/405/422, and anything unexpected (500, no details).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from trae2api.api.responses import ORJSONResponse
+from trae2api.errors import ApiError, NotFound
+
+log = structlog.get_logger(__name__)
+
+_HTTP_CODES = {404: "unknown_url", 405: "method_not_allowed", 413: "request_too_large"}
+
+
+def error_response(error: ApiError) -> ORJSONResponse:
+    return ORJSONResponse(error.envelope(), status_code=error.status, headers=error.headers())
+
+
+async def _api_error(_request: Request, exc: Exception) -> ORJSONResponse:
+    assert isinstance(exc, ApiError)
+    if exc.status >= 500:
+        log.warning("request_failed", status=exc.status, code=exc.code, reason=exc.message)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> ORJSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        message = f"Unknown request URL: {request.method} {request.url.path}."
+    elif exc.status_code == 405:
+        message = f"Method {request.method} is not allowed on {request.url.path}."
+    else:
+        message = str(exc.detail)
+    error = ApiError(
+        message,
+        status=exc.status_code,
+        type="invalid_request_error",
+        code=_HTTP_CODES.get(exc.status_code),
+    )
+    response = error_response(error)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _validation_error(_request: Request, exc: Exception) -> ORJSONResponse:
+    # OpenAI answers malformed requests with 400 invalid_request_error naming the parameter.
+    assert isinstance(exc, RequestValidationError)
+    first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
+    location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    param = _param_path(location) or None
+    reason = str(first.get("msg", "invalid request"))
+    if first.get("type") == "json_invalid":
+        message, param = "We could not parse the JSON body of your request.", None
+    elif param:
+        message = f"Invalid value for '{param}': {reason}"
+    else:
+        message = f"Invalid request: {reason}"
+    return error_response(ApiError(message, status=400, type="invalid_request_error", param=param))
+
+
+async def _unexpected(_request: Request, exc: Exception) -> ORJSONResponse:
+    log.error("unexpected_error", exc_info=exc)
+    return error_response(ApiError("The gateway failed unexpectedly; see its log."))
+
+
+def _param_path(parts: list[str]) -> str:
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if part.isdigit() else (f".{part}" if path else part)
+    return path
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+__all__ = ["NotFound", "error_response", "install"]

@@ -1,0 +1,48 @@
+"""Liveness, readiness and the status page; none of them may show a secret."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from trae2api import __version__
+from trae2api.api.responses import ORJSONResponse
+from trae2api.api.security import authenticate
+from trae2api.errors import ApiError
+
+router = APIRouter()
+
+
+@router.get("/healthz", summary="Liveness: the process serves HTTP")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: credentials valid and Trae answered recently")
+async def readyz(request: Request) -> Response:
+    deps, settings = request.app.state.deps, request.app.state.settings
+    checks: dict[str, Any] = {"credentials": deps.account.state}
+    if deps.account.state == "reauth_required":
+        return ORJSONResponse({"status": "not_ready", **checks}, status_code=503)
+    if not deps.health.answered_within(settings.ready_window):
+        try:
+            await deps.probe()
+        except ApiError as exc:
+            checks["upstream"] = exc.message
+            return ORJSONResponse({"status": "not_ready", **checks}, status_code=503)
+    checks["upstream"] = "ok"
+    return ORJSONResponse({"status": "ready", **checks})
+
+
+@router.get("/status", summary="What the gateway knows about its account (no secrets)")
+async def status(request: Request, _client: Annotated[str, Depends(authenticate)]) -> Any:
+    deps, settings = request.app.state.deps, request.app.state.settings
+    return {
+        "version": __version__,
+        "dialect": "legacy",
+        "base_url": settings.base_url,
+        "account": deps.account.status(),
+        "upstream": deps.health.summary(),
+    }

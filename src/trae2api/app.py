@@ -1,0 +1,161 @@
+"""Assembly: ``create_app(settings, deps=None)`` wires the parts and owns their lifetime.
+
+Nothing here decides behaviour; it builds the objects, mounts the routes and middleware, and
+starts/stops the background credential refresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import structlog
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+
+from trae2api import __version__
+from trae2api.api import chat as chat_routes
+from trae2api.api import errors as error_handlers
+from trae2api.api import health as health_routes
+from trae2api.api import models as model_routes
+from trae2api.api.middleware import BodyLimit, RequestContext
+from trae2api.api.security import ClientKeys
+from trae2api.auth.manager import CredentialManager
+from trae2api.auth.sqlite_store import SqliteStore
+from trae2api.chat import ChatService, ChatTuning
+from trae2api.config import Settings
+from trae2api.errors import ApiError
+from trae2api.log import secrets_registry
+from trae2api.models import AliasTable, ModelCatalog, fetch_model_configs
+from trae2api.status.health import UpstreamHealth
+from trae2api.upstream.client import TraeClient, UpstreamIdentity
+from trae2api.upstream.exchange import TokenExchanger
+
+log = structlog.get_logger(__name__)
+STORE_FILE = "trae2api.sqlite3"
+
+
+@dataclass
+class Deps:
+    """Everything a request handler may use; built once per process."""
+
+    http: httpx.AsyncClient
+    store: SqliteStore
+    account: CredentialManager
+    upstream: TraeClient
+    catalog: ModelCatalog
+    chat: ChatService
+    health: UpstreamHealth
+    background: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    async def probe(self) -> None:
+        """Ask Trae for the model list now (readiness), bypassing the catalogue's cache."""
+        await fetch_model_configs(self.upstream, self.account, self.health)
+
+
+def build_deps(settings: Settings) -> Deps:
+    http = httpx.AsyncClient(
+        timeout=httpx.Timeout(
+            connect=settings.upstream_connect_timeout,
+            read=settings.upstream_read_timeout,
+            write=30.0,
+            pool=30.0,
+        ),
+        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+        follow_redirects=False,
+        trust_env=False,
+    )
+    store = SqliteStore(settings.data_dir / STORE_FILE)
+    exchanger = TokenExchanger(
+        http,
+        base_url=settings.refresh_token_url,
+        client_id=settings.client_id,
+        user_id=settings.user_id,
+    )
+    account = CredentialManager(
+        store=store,
+        exchanger=exchanger,
+        seed_refresh_token=settings.refresh_token.get_secret_value(),
+        refresh_margin=settings.refresh_margin,
+    )
+    identity = UpstreamIdentity(settings.app_id, settings.ide_version, settings.ide_version_code)
+    upstream = TraeClient(http, base_url=settings.base_url, identity=identity)
+    health = UpstreamHealth()
+    catalog = ModelCatalog(
+        lambda: fetch_model_configs(upstream, account, health),
+        AliasTable(settings.model_aliases),
+        ttl=settings.models_ttl,
+    )
+    tuning = ChatTuning(
+        version_code=int(settings.ide_version_code),
+        retries=settings.upstream_retries,
+        queue_timeout=settings.queue_timeout,
+        keepalive_interval=settings.keepalive_interval,
+    )
+    chat = ChatService(upstream=upstream, account=account, health=health, tuning=tuning)
+    return Deps(http, store, account, upstream, catalog, chat, health)
+
+
+def _lifespan(
+    settings: Settings, deps: Deps | None
+) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ready = deps or build_deps(settings)
+        app.state.deps = ready
+        await ready.account.start()
+        ready.background.append(asyncio.create_task(ready.account.run_background_refresh()))
+        ready.background.append(asyncio.create_task(_warm_up(ready)))
+        log.info("started", version=__version__, base_url=settings.base_url)
+        try:
+            yield
+        finally:
+            for task in ready.background:
+                task.cancel()
+            await asyncio.gather(*ready.background, return_exceptions=True)
+            await ready.http.aclose()
+            await ready.store.close()
+
+    return lifespan
+
+
+async def _warm_up(deps: Deps) -> None:
+    # Exchange early so the first client does not wait and /readyz turns green on its own.
+    with contextlib.suppress(ApiError):
+        await deps.account.access_token()
+        await deps.catalog.entries()
+
+
+def create_app(settings: Settings, deps: Deps | None = None) -> FastAPI:
+    """The ASGI application for ``settings``; ``deps`` replaces the default wiring (tests)."""
+    secrets_registry.add(settings.refresh_token.get_secret_value(), *settings.client_keys)
+    app = FastAPI(
+        title="trae2api",
+        version=__version__,
+        summary="OpenAI-compatible API for your own Trae IDE account",
+        lifespan=_lifespan(settings, deps),
+    )
+    app.state.settings = settings
+    app.state.client_keys = ClientKeys(settings.client_keys)
+    error_handlers.install(app)
+    for router in (chat_routes.router, model_routes.router, health_routes.router):
+        app.include_router(router)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    if settings.cors_origins:
+        wildcard = settings.cors_origins == ["*"]
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            # Credentials are never allowed together with "*" (the CORS spec forbids it).
+            allow_credentials=not wildcard,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
+            expose_headers=["x-request-id", "retry-after"],
+        )
+    app.add_middleware(RequestContext)
+    return app
+

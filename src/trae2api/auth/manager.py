@@ -1,0 +1,374 @@
+"""``CredentialManager``: the account's single source of access tokens and its only refresher.
+
+It must not speak HTTP (the exchanger does), keep a token anywhere but memory and the store, or
+log a token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, Protocol
+
+import structlog
+
+from trae2api.auth.credentials import Credentials, DeviceIdentity, ExchangeResult, fingerprint
+from trae2api.auth.store import CredentialStore, StoredAccount
+from trae2api.errors import ConfigError, ReauthRequired, UpstreamUnavailable
+
+REAUTH_MESSAGE = "Trae rejected the stored refresh token; the operator must log in again"
+
+# The seed's FAQ remedy (protocol §2), for the operator's log. Never add the token to it.
+OPERATOR_INSTRUCTIONS = (
+    "Trae rejected the refresh token, so trae2api cannot obtain access tokens any more. "
+    "To fix it: log out of your Trae account in the Trae IDE, log in again, copy the new "
+    "refresh token from Trae's storage.json into REFRESH_TOKEN, and restart trae2api. "
+    "Do not open Trae on that machine afterwards: it would use the refresh token and rotate it "
+    "again, which logs trae2api out."
+)
+
+_BACKOFF_MIN = 5.0
+_BACKOFF_MAX = 300.0
+_MIN_SLEEP = 1.0
+_MAX_SLEEP = 3600.0  # wake at least hourly so a changed wall clock is noticed
+_MAX_ROUNDS = 3  # exchanges per refresh when another worker keeps winning the store
+
+State = Literal["not_started", "ok", "expired", "no_token", "refreshing", "reauth_required"]
+
+
+class Exchanger(Protocol):
+    """Anything that performs the protocol §2 exchange (``upstream.exchange.TokenExchanger``)."""
+
+    async def exchange(self, refresh_token: str) -> ExchangeResult: ...
+
+
+class Logger(Protocol):
+    """The part of a structlog bound logger this module uses."""
+
+    def info(self, event: str, **kw: Any) -> Any: ...
+    def warning(self, event: str, **kw: Any) -> Any: ...
+    def error(self, event: str, **kw: Any) -> Any: ...
+
+
+class CredentialManager:
+    """Hands out access tokens, refreshing them single-flight and storing rotations durably."""
+
+    def __init__(
+        self,
+        *,
+        store: CredentialStore,
+        exchanger: Exchanger,
+        seed_refresh_token: str,
+        clock: Callable[[], float] = time.time,
+        refresh_margin: float = 600.0,
+        min_refresh_interval: float = 60.0,
+        logger: Logger | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._store = store
+        self._exchanger = exchanger
+        self._seed = seed_refresh_token
+        self._clock = clock
+        self._margin = refresh_margin
+        self._min_interval = min_refresh_interval
+        self._log: Logger = logger if logger is not None else structlog.get_logger(__name__)
+        self._sleep = sleep
+        self._creds: Credentials | None = None
+        self._device: DeviceIdentity | None = None
+        self._inflight: asyncio.Task[Credentials] | None = None
+        self._reauth = False
+        self._unsaved_base: int | None = None  # set while exchanged credentials are not durable
+        self._last_exchange_at: float | None = None
+        self._last_exchange_version: int | None = None
+        self._last_refresh_at: float | None = None
+        self._last_error: str | None = None
+        self._refresh_count = 0
+        self._failure_count = 0
+
+    # -- start-up -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the stored account, or record a first or new login from the seed token."""
+        stored = await self._store.load()
+        seed_fp = fingerprint(self._seed) if self._seed else None
+        if stored is None:
+            if not self._seed:
+                raise ConfigError("REFRESH_TOKEN", "is empty and no credentials are stored yet")
+            account = StoredAccount(
+                Credentials(refresh_token=self._seed, seed_fingerprint=fingerprint(self._seed)),
+                DeviceIdentity.generate(),
+            )
+            await self._store.create(account)
+            case = "first_login"
+        elif seed_fp is None or stored.credentials.seed_fingerprint == seed_fp:
+            # The env still holds the original token, which is burnt: the store has the newest.
+            account, case = stored, "resumed"
+        else:
+            # A new REFRESH_TOKEN means the operator logged in again. The version keeps growing
+            # so a worker still holding the old login can never win a compare_and_set.
+            creds = Credentials(
+                refresh_token=self._seed,
+                seed_fingerprint=fingerprint(self._seed),
+                version=stored.credentials.version + 1,
+            )
+            account, case = StoredAccount(creds, stored.device), "new_login"
+            await self._store.create(account)
+        self._creds, self._device = account.credentials, account.device
+        self._log.info("credentials.loaded", case=case, **account.credentials.redacted())
+
+    # -- public API -----------------------------------------------------------------------
+
+    @property
+    def device(self) -> DeviceIdentity:
+        if self._device is None:
+            raise RuntimeError("CredentialManager.start() has not completed")
+        return self._device
+
+    @property
+    def state(self) -> State:
+        if self._reauth:
+            return "reauth_required"
+        if self._creds is None:
+            return "not_started"
+        if self._inflight is not None and not self._inflight.done():
+            return "refreshing"
+        if self._creds.access_token is None:
+            return "no_token"
+        return "ok" if self._creds.access_valid(self._clock()) else "expired"
+
+    def status(self) -> dict[str, object]:
+        """Safe for a status page: expiries, version and counters, never a token."""
+        info: dict[str, object] = {
+            "state": self.state,
+            "last_refresh_at": self._last_refresh_at,
+            "last_error": self._last_error,
+            "refresh_count": self._refresh_count,
+            "refresh_failures": self._failure_count,
+            "unsaved": self._unsaved_base is not None,
+        }
+        if self._creds is not None:
+            info.update(self._creds.redacted())
+        return info
+
+    async def access_token(self) -> str:
+        """A usable access token, refreshed first when within ``refresh_margin`` of expiry."""
+        creds = self._current()
+        if not self._needs_refresh(creds, self._clock()):
+            return _token(creds)
+        try:
+            creds = await self._shared_refresh(None)
+        except UpstreamUnavailable:
+            # The margin is for proactive refresh; a token that still actually lives beats an
+            # error while the exchange is briefly unavailable.
+            current = self._current()
+            if current.access_token is not None and current.access_valid(self._clock()):
+                return current.access_token
+            raise
+        return _token(creds)
+
+    async def refresh_after_rejection(self, rejected_access_token: str) -> str:
+        """The upstream refused ``rejected_access_token`` (401/1001): a token to retry with.
+
+        Returns the same token when it was obtained less than ``min_refresh_interval`` ago:
+        exchanging again would not help, and the caller should give up (protocol §7).
+        """
+        creds = self._current()
+        if creds.access_token != rejected_access_token:
+            return await self.access_token()  # someone already refreshed
+        return _token(await self._shared_refresh(rejected_access_token))
+
+    async def run_background_refresh(self) -> None:
+        """Refresh ahead of expiry forever; returns once re-login is required."""
+        backoff = _BACKOFF_MIN
+        while not self._reauth:
+            now = self._clock()
+            delay = self._due_at(self._current()) - now
+            await self._sleep(min(max(delay, _MIN_SLEEP), _MAX_SLEEP))
+            if self._reauth:
+                return
+            try:
+                if self._unsaved_base is not None or self._needs_refresh(
+                    self._current(), self._clock()
+                ):
+                    await self._shared_refresh(None)
+                backoff = _BACKOFF_MIN
+            except ReauthRequired:
+                return
+            except Exception as exc:
+                self._log.warning(
+                    "credentials.background_refresh_failed", error=str(exc), retry_in=backoff
+                )
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    async def aclose(self) -> None:
+        """Let a running refresh finish, so a rotated token is not lost at shutdown."""
+        task = self._inflight
+        if task is not None and not task.done():
+            await asyncio.wait([task])
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _current(self) -> Credentials:
+        if self._reauth:
+            raise ReauthRequired(REAUTH_MESSAGE)
+        if self._creds is None:
+            raise RuntimeError("CredentialManager.start() has not completed")
+        return self._creds
+
+    def _due_at(self, creds: Credentials) -> float:
+        """When ``creds`` should be refreshed (epoch seconds; -inf for "now")."""
+        if creds.access_token is None or creds.access_expires_at is None:
+            return float("-inf")
+        due = creds.access_expires_at - self._margin
+        if creds.refresh_expires_at is not None:
+            due = min(due, creds.refresh_expires_at - self._margin)
+        exchanged_at = self._recent_exchange_at(creds)
+        if exchanged_at is not None:
+            # A token we got moments ago that already looks due means the clocks disagree (or
+            # the lifetime is shorter than the margin); another exchange would not fix that
+            # and would rotate the refresh token on every request.
+            due = max(due, exchanged_at + self._min_interval)
+        return due
+
+    def _recent_exchange_at(self, creds: Credentials) -> float | None:
+        if self._last_exchange_version == creds.version:
+            return self._last_exchange_at
+        return None
+
+    def _needs_refresh(self, creds: Credentials, now: float) -> bool:
+        return now >= self._due_at(creds)
+
+    def _should_exchange(self, creds: Credentials, rejected: str | None, now: float) -> bool:
+        if rejected is None:
+            return self._needs_refresh(creds, now)
+        if creds.access_token != rejected:
+            return False
+        exchanged_at = self._recent_exchange_at(creds)
+        if exchanged_at is not None and now - exchanged_at < self._min_interval:
+            self._log.warning("credentials.rejected_fresh_token", version=creds.version)
+            return False
+        return True
+
+    async def _shared_refresh(self, rejected: str | None) -> Credentials:
+        """Single-flight: join the running refresh or start one, as a task of its own.
+
+        The task is shielded from the callers' cancellation: a client hanging up must not abort
+        an exchange between burning the old refresh token and storing the new one (protocol §2).
+        """
+        while True:
+            task = self._inflight
+            if task is None or task.done():
+                task = asyncio.create_task(self._refresh(rejected), name="trae2api-refresh")
+                task.add_done_callback(_consume_result)
+                self._inflight = task
+                return await asyncio.shield(task)
+            creds = await asyncio.shield(task)
+            if rejected is None or creds.access_token != rejected:
+                return creds
+            # The refresh we joined did not replace the rejected token: run our own next.
+
+    async def _refresh(self, rejected: str | None) -> Credentials:
+        await self._persist_unsaved()
+        current = await self._adopt_newer_stored(self._current())
+        for _ in range(_MAX_ROUNDS):
+            if not self._should_exchange(current, rejected, self._clock()):
+                return current
+            current, won = await self._exchange(current)
+            if won:
+                return current
+            rejected = None  # another worker's newer credentials were adopted
+        return current
+
+    async def _adopt_newer_stored(self, current: Credentials) -> Credentials:
+        """Another worker may have refreshed (or a new login happened) since we last looked."""
+        stored = await self._store.load()
+        if stored is None or stored.credentials.version <= current.version:
+            return current
+        self._creds = stored.credentials
+        self._log.info("credentials.adopted_stored", **stored.credentials.redacted())
+        return stored.credentials
+
+    async def _exchange(self, current: Credentials) -> tuple[Credentials, bool]:
+        """One exchange, durably stored before anyone sees it; (credentials, stored by us)."""
+        try:
+            result = await self._exchanger.exchange(current.refresh_token)
+        except ReauthRequired as exc:
+            self._enter_reauth(str(exc))
+            raise ReauthRequired(REAUTH_MESSAGE) from exc
+        except Exception as exc:
+            self._failure_count += 1
+            self._last_error = str(exc)
+            self._log.warning("credentials.refresh_failed", error=str(exc))
+            raise
+        new = current.after_exchange(result)
+        self._last_exchange_at, self._last_exchange_version = self._clock(), new.version
+        try:
+            won = await self._store.compare_and_set(current.version, new)
+        except Exception as exc:
+            return self._keep_unsaved(current.version, new, exc), True
+        if not won:
+            return await self._lost_race(current), False
+        self._creds = new
+        self._refresh_count += 1
+        self._last_refresh_at = self._last_exchange_at
+        self._last_error = None
+        self._log.info("credentials.refreshed", **new.redacted())
+        return new, True
+
+    def _keep_unsaved(self, base: int, new: Credentials, exc: Exception) -> Credentials:
+        # The old refresh token is burnt and the new one exists only here: dropping it would
+        # lose the account for sure, so keep serving it and retry the write before any further
+        # exchange (``_persist_unsaved``).
+        self._creds, self._unsaved_base = new, base
+        self._last_error = f"could not store the rotated credentials: {exc}"
+        self._log.error("credentials.store_failed", error=str(exc), version=new.version)
+        return new
+
+    async def _persist_unsaved(self) -> None:
+        base = self._unsaved_base
+        if base is None:
+            return
+        try:
+            won = await self._store.compare_and_set(base, self._current())
+        except Exception as exc:
+            raise UpstreamUnavailable(
+                "the rotated Trae credentials could not be stored yet; not refreshing again"
+            ) from exc
+        self._unsaved_base = None
+        if not won:
+            await self._adopt_newer_stored(self._current())
+
+    async def _lost_race(self, current: Credentials) -> Credentials:
+        stored = await self._store.load()
+        self._log.warning("credentials.store_race_lost", version=current.version)
+        if stored is None:
+            raise UpstreamUnavailable("the credential store was emptied during a refresh")
+        self._creds = stored.credentials
+        return stored.credentials
+
+    def _enter_reauth(self, upstream_error: str) -> None:
+        first = not self._reauth
+        self._reauth = True
+        self._failure_count += 1
+        self._last_error = upstream_error
+        if first:
+            self._log.error(
+                "credentials.reauth_required",
+                upstream_error=upstream_error,
+                instructions=OPERATOR_INSTRUCTIONS,
+            )
+
+
+def _token(creds: Credentials) -> str:
+    if creds.access_token is None:
+        raise UpstreamUnavailable("no Trae access token is available yet")
+    return creds.access_token
+
+
+def _consume_result(task: asyncio.Task[Credentials]) -> None:
+    # Every caller may have been cancelled; mark the outcome as retrieved so asyncio does not
+    # log "exception was never retrieved" for a failure that was already handled and logged.
+    if not task.cancelled():
+        task.exception()

@@ -1,0 +1,161 @@
+"""The ``trae2api`` command: ``serve`` (optionally ``--demo``) and ``version``.
+
+It turns configuration errors into one readable line and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+from collections.abc import Coroutine
+from typing import Any
+
+import structlog
+import uvicorn
+
+from trae2api import __version__
+from trae2api.app import create_app
+from trae2api.config import Settings, load_settings, require_account, require_safe_bind
+from trae2api.errors import ConfigError
+from trae2api.log import configure_logging
+
+EXIT_CONFIG = 2
+log = structlog.get_logger("trae2api")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trae2api", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host", help="address to listen on (overrides HOST)")
+    serve.add_argument("--port", type=int, help="port to listen on (overrides PORT)")
+    serve.add_argument("--env-file", default=".env", help="dotenv file to read (default .env)")
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="run against the bundled simulated Trae upstream: no Trae account needed",
+    )
+    serve.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="allow a non-loopback HOST without AUTH_TOKEN (anyone who can reach it can use it)",
+    )
+    commands.add_parser("version", help="print the version")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "version":
+        print(__version__)
+        return 0
+    try:
+        return _serve(args)
+    except ConfigError as exc:
+        print(f"trae2api: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    if args.demo:
+        return _serve_demo(args, overrides)
+    settings = load_settings(args.env_file, **overrides)
+    require_account(settings)
+    require_safe_bind(settings, insecure_no_auth=args.insecure_no_auth)
+    _check_data_dir(settings.data_dir)
+    configure_logging(settings.log_level, settings.log_format)
+    _run(_run_servers(settings))
+    return 0
+
+
+def _serve_demo(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    # Imported here: the simulated upstream is only needed for the demo.
+    from trae2api.testing.server import bind_socket, make_server
+    from trae2api.testing.state import SimState
+
+    state = SimState()
+    sock = bind_socket("127.0.0.1", 0)
+    sim_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    account = state.account
+    data_dir = Path(tempfile.mkdtemp(prefix="trae2api-demo-"))
+    settings = load_settings(
+        args.env_file,
+        **{
+            "app_id": account.app_id,
+            "client_id": account.client_id,
+            "user_id": account.user_id,
+            "refresh_token": account.refresh_token,
+            "base_url": sim_url,
+            "refresh_token_url": sim_url,
+            "data_dir": data_dir,
+            **overrides,
+        },
+    )
+    require_safe_bind(settings, insecure_no_auth=args.insecure_no_auth)
+    configure_logging(settings.log_level, settings.log_format)
+    log.info("demo_mode", simulated_upstream=sim_url, data_dir=str(data_dir))
+    simulator = make_server(state)
+    _run(_run_servers(settings, simulator.serve(sockets=[sock])))
+    return 0
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:  # uvloop is Linux/macOS only; asyncio's loop works everywhere
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
+async def _run_servers(settings: Settings, *extra: Any) -> None:
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        ws="none",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    tasks = [asyncio.ensure_future(job) for job in extra]
+    try:
+        await server.serve()
+    finally:
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)
+    if not server.started:
+        raise SystemExit(1)
+
+
+def _check_data_dir(data_dir: Path) -> None:
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigError("DATA_DIR", f"cannot create {data_dir}: {exc.strerror}") from None
+    if not os.access(data_dir, os.W_OK):
+        raise ConfigError(
+            "DATA_DIR", f"{data_dir} is not writable; the rotated refresh token is kept there"
+        )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

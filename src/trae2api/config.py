@@ -1,0 +1,185 @@
+"""Settings from the environment and an optional ``.env``, validated once at start-up.
+
+Every failure becomes a ``ConfigError`` that names the variable and says where its value comes
+from (the seed guide); this module must not start anything or touch the network.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from trae2api.errors import ConfigError
+
+ReasoningMode = Literal["reasoning_content", "think", "drop"]
+
+# Where an operator finds each account value (the seed's guide, protocol §1).
+WHERE_TO_FIND = {
+    "APP_ID": "Trae's app id: search Trae's log file ai_1_stdout.log for app_id",
+    "CLIENT_ID": (
+        "the OAuth client id: search Trae's main.log for ClientID "
+        "(Trae IDE's public client id is ono9krqynydwx5)"
+    ),
+    "REFRESH_TOKEN": (
+        "the OAuth refresh token: log in to Trae, then copy RefreshToken from Trae's "
+        "storage.json (and do not open Trae on that machine afterwards)"
+    ),
+    "USER_ID": "your Trae user id: UserID in Trae's storage.json or main.log",
+}
+_ACCOUNT_VARIABLES = ("APP_ID", "CLIENT_ID", "REFRESH_TOKEN")
+_URL_FIELDS = ("base_url", "refresh_token_url", "get_file_id_url", "upload_file_url")
+
+
+class Settings(BaseSettings):
+    """Every variable trae2api reads; names are the seed's where the seed had one."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    app_id: str = ""
+    client_id: str = ""
+    refresh_token: SecretStr = SecretStr("")
+    user_id: str = ""
+    auth_token: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+
+    base_url: str = "https://trae-api-sg.mchost.guru"
+    refresh_token_url: str = "https://api-sg-central.trae.ai"
+    get_file_id_url: str = "https://imagex-ap-singapore-1.bytevcloudapi.com"
+    upload_file_url: str = "https://tos-sg16-share.vodupload.com"
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=17080, ge=1, le=65535)
+    data_dir: Path = Path("./data")
+    ide_version: str = "1.2.10"
+    ide_version_code: str = Field(default="20250325", pattern=r"^[0-9]{1,12}$")
+    reasoning_mode: ReasoningMode = "reasoning_content"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    queue_timeout: float = Field(default=120.0, gt=0)
+    keepalive_interval: float = Field(default=15.0, gt=0)
+    models_ttl: float = Field(default=300.0, ge=0)
+    model_aliases: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    upstream_connect_timeout: float = Field(default=10.0, gt=0)
+    upstream_read_timeout: float = Field(default=120.0, gt=0)
+    upstream_retries: int = Field(default=2, ge=0, le=10)
+    refresh_margin: float = Field(default=600.0, ge=0)
+    ready_window: float = Field(default=300.0, gt=0)
+
+    @field_validator("host", "app_id", "client_id", "user_id", "ide_version", mode="before")
+    @classmethod
+    def _strip(cls, value: Any) -> Any:
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("reasoning_mode", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("auth_token", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("model_aliases", mode="before")
+    @classmethod
+    def _parse_aliases(cls, value: Any) -> Any:
+        # "client-name=trae-name,other=trae-other": the alias table is data (protocol §4).
+        if not isinstance(value, str):
+            return value
+        pairs = [item.strip() for item in value.split(",") if item.strip()]
+        if any("=" not in pair for pair in pairs):
+            raise ValueError("use the form client-name=trae-name[,client-name=trae-name]")
+        return dict(pair.split("=", 1) for pair in pairs)
+
+    @field_validator(*_URL_FIELDS)
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")) or "://" == value[-3:]:
+            raise ValueError("must be an http(s) URL such as https://trae-api-sg.mchost.guru")
+        return value.rstrip("/")
+
+    @property
+    def client_keys(self) -> list[str]:
+        return [key.get_secret_value() for key in self.auth_token]
+
+    @property
+    def binds_loopback(self) -> bool:
+        return is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost: the addresses only this machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
+    """Read the settings; ``overrides`` (CLI flags, demo values) win over the environment."""
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise _config_error(exc) from None
+
+
+def require_account(settings: Settings) -> None:
+    """Stop start-up when an account variable is missing, saying where to find it."""
+    values = {
+        "APP_ID": settings.app_id,
+        "CLIENT_ID": settings.client_id,
+        "REFRESH_TOKEN": settings.refresh_token.get_secret_value(),
+    }
+    for variable in _ACCOUNT_VARIABLES:
+        if not values[variable].strip():
+            raise ConfigError(
+                variable,
+                f"is not set. It is {WHERE_TO_FIND[variable]}. Put it in the environment "
+                f"or in .env (see .env.example).",
+            )
+
+
+def require_safe_bind(settings: Settings, *, insecure_no_auth: bool) -> None:
+    """Refuse to serve a non-loopback address without client keys unless told to."""
+    if settings.binds_loopback or settings.client_keys or insecure_no_auth:
+        return
+    raise ConfigError(
+        "AUTH_TOKEN",
+        f"is not set, but HOST={settings.host} lets other machines reach the gateway and "
+        f"spend your Trae account. Set AUTH_TOKEN to a long random key (clients send it as "
+        f"'Authorization: Bearer <key>'), bind HOST=127.0.0.1, or pass --insecure-no-auth.",
+    )
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    error = exc.errors()[0]
+    location = error.get("loc") or ("?",)
+    variable = str(location[0]).upper()
+    detail = str(error.get("msg", "is not valid")).removeprefix("Value error, ")
+    hint = f" It is {WHERE_TO_FIND[variable]}." if variable in WHERE_TO_FIND else ""
+    # The input is deliberately not echoed: it may be a secret.
+    return ConfigError(variable, f"is not valid: {detail}.{hint}")

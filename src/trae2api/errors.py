@@ -1,0 +1,208 @@
+"""The exception tree and the one place that turns failures into OpenAI error envelopes.
+
+Everything a client can see as an error is an ``ApiError``; this module must not do I/O.
+
+    GatewayError
+    ├── ConfigError               a variable is missing or malformed (start-up only)
+    └── ApiError                  has status, type, code, param; rendered as an envelope
+        ├── InvalidRequest        400 invalid_request_error
+        ├── AuthenticationFailed  401 invalid_api_key
+        ├── NotFound              404 (unknown route or model)
+        ├── PayloadTooLarge       413
+        └── UpstreamError         Trae could not give an answer
+            ├── UpstreamUnavailable   transport failure or 5xx; retryable before the first byte
+            ├── UpstreamRejected      a business error code from Trae (protocol §7)
+            ├── ReauthRequired        the refresh token was rejected: the operator must log in again
+            └── QueueTimeout          Trae kept the request queued longer than QUEUE_TIMEOUT
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GatewayError(Exception):
+    """Base of every error trae2api raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """A configuration variable is missing or malformed; the message says how to fix it."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
+
+
+class ApiError(GatewayError):
+    """An error with an OpenAI-shaped rendering."""
+
+    status = 500
+    type = "api_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        type: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        if type is not None:
+            self.type = type
+        self.retry_after = retry_after
+
+    def envelope(self) -> dict[str, Any]:
+        """The body OpenAI clients parse: ``{"error": {message, type, param, code}}``."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def headers(self) -> dict[str, str]:
+        """Response headers that belong with this error (``Retry-After`` on 429/503)."""
+        if self.retry_after is not None:
+            return {"Retry-After": str(self.retry_after)}
+        return {}
+
+
+class InvalidRequest(ApiError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationFailed(ApiError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class NotFound(ApiError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class UpstreamError(ApiError):
+    """Trae did not produce an answer; ``retryable`` says whether trying again may help."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+    retryable = False
+
+
+class UpstreamUnavailable(UpstreamError):
+    """Trae could not be reached, timed out, or answered 5xx (retried before the first byte)."""
+
+    retryable = True
+
+
+class UpstreamRejected(UpstreamError):
+    """Trae answered with a business error code (protocol §7)."""
+
+    def __init__(self, message: str, *, upstream_code: int | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.upstream_code = upstream_code
+
+
+class ReauthRequired(UpstreamError):
+    status = 503
+    type = "upstream_error"
+    code = "reauth_required"
+
+
+class QueueTimeout(UpstreamError):
+    status = 503
+    code = "upstream_queue_timeout"
+
+
+_RATE_LIMIT_RETRY_AFTER = 5
+_QUEUE_FULL_RETRY_AFTER = 30
+
+
+def from_business_code(code: int, message: str) -> UpstreamError:
+    """Map a Trae business error code to what an OpenAI client can act on (protocol §7)."""
+    detail = f"Trae error {code}: {message}" if message else f"Trae error {code}"
+    if code == 1001:
+        return UpstreamRejected(
+            detail, upstream_code=code, status=401, code="upstream_unauthenticated"
+        )
+    if code in (1005, 4008):
+        return UpstreamRejected(
+            f"{detail} (the Trae plan's quota is used up)",
+            upstream_code=code,
+            status=429,
+            type="insufficient_quota",
+            code="insufficient_quota",
+        )
+    if code in (4011, 4028):
+        return UpstreamRejected(
+            detail,
+            upstream_code=code,
+            status=429,
+            type="rate_limit_error",
+            code="rate_limit_exceeded",
+            retry_after=_RATE_LIMIT_RETRY_AFTER,
+        )
+    if code == 4050:
+        return UpstreamRejected(
+            f"{detail} (Trae's queue is full)",
+            upstream_code=code,
+            status=429,
+            type="rate_limit_error",
+            code="rate_limit_exceeded",
+            retry_after=_QUEUE_FULL_RETRY_AFTER,
+        )
+    if code == 4001:
+        return UpstreamRejected(
+            detail,
+            upstream_code=code,
+            status=400,
+            type="invalid_request_error",
+            code="invalid_request",
+        )
+    if code == 4023:
+        return UpstreamRejected(
+            f"{detail} (Trae does not know this model; GET /v1/models lists the ones it serves)",
+            upstream_code=code,
+            status=404,
+            type="invalid_request_error",
+            code="model_not_found",
+            param="model",
+        )
+    if code == 4017:
+        return UpstreamRejected(
+            f"{detail} (Trae's risk control refused this device or IP address)",
+            upstream_code=code,
+            status=403,
+            type="permission_error",
+            code="permission_denied",
+        )
+    if code == 4120:
+        return UpstreamRejected(
+            f"Trae error 4120: the client version is too old for Trae; raise IDE_VERSION and "
+            f"IDE_VERSION_CODE to those of a current Trae release",
+            upstream_code=code,
+            status=502,
+        )
+    return UpstreamRejected(detail, upstream_code=code, status=502)

@@ -1,0 +1,189 @@
+"""The model catalogue: Trae's model list with the alias table applied both ways, cached.
+
+A fresh copy is kept for ``MODELS_TTL`` seconds and a stale one is served while Trae is briefly
+down (an error only when there is no copy at all). It must not know HTTP or the chat body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from trae2api.auth.account import Account
+from trae2api.errors import ApiError, UpstreamRejected, UpstreamUnavailable
+from trae2api.status.health import UpstreamHealth
+from trae2api.upstream.client import TraeClient
+
+# Protocol §4: client name → Trae name, as the original maps them.
+DEFAULT_ALIASES: dict[str, str] = {
+    "claude-3-5-sonnet": "claude3.5",
+    "claude-3-5-sonnet-20240620": "claude3.5",
+    "claude-3-5-sonnet-20241022": "claude3.5",
+    "claude-3-7-sonnet": "aws_sdk_claude37_sonnet",
+    "claude-3-7-sonnet-20250219": "aws_sdk_claude37_sonnet",
+    "claude-3-7": "aws_sdk_claude37_sonnet",
+    "gpt-4o-latest": "gpt-4o",
+    "gpt-4.1": "gpt-4.1-2025-04-14",
+    "gpt-4-1": "gpt-4.1-2025-04-14",
+    "deepseek-chat": "deepseek-V3",
+    "deepseek-coder": "deepseek-V3",
+    "deepseek-v3": "deepseek-V3",
+    "deepseek-reasoner": "deepseek-R1",
+    "deepseek-r1": "deepseek-R1",
+    "deepseek-chat-0324": "deepseek-V3-0324",
+    "gemini-2.5-pro": "gemini-2.5-pro-preview-03-25",
+    "gemini-2.5-flash": "gemini_2.5_flash",
+}
+# Protocol §4: the names /v1/models shows instead of Trae's for these two.
+DEFAULT_PUBLIC_NAMES: dict[str, str] = {
+    "claude3.5": "claude-3-5-sonnet",
+    "aws_sdk_claude37_sonnet": "claude-3-7-sonnet",
+}
+# A fixed ``created`` so clients that sort or cache by it see the same value every time.
+MODEL_CREATED = 1735689600
+_OWNERS = (
+    ("claude", "anthropic"),
+    ("gpt", "openai"),
+    ("o1", "openai"),
+    ("o3", "openai"),
+    ("o4", "openai"),
+    ("deepseek", "deepseek"),
+    ("gemini", "google"),
+    ("kimi", "moonshot"),
+    ("qwen", "alibaba"),
+    ("doubao", "bytedance"),
+    ("glm", "zhipu"),
+)
+
+log = structlog.get_logger(__name__)
+
+
+class AliasTable:
+    """Client names ↔ Trae names; unknown names pass through unchanged (protocol §4 CHOICE)."""
+
+    def __init__(self, extra: Mapping[str, str] | None = None) -> None:
+        self._to_trae = {**DEFAULT_ALIASES, **(extra or {})}
+        self._lower = {name.lower(): trae for name, trae in self._to_trae.items()}
+        self._to_public = dict(DEFAULT_PUBLIC_NAMES)
+
+    def to_trae(self, name: str) -> str:
+        return self._to_trae.get(name) or self._lower.get(name.lower()) or name
+
+    def to_public(self, trae_name: str) -> str:
+        return self._to_public.get(trae_name, trae_name)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    public_id: str
+    trae_name: str
+    display_name: str
+    multimodal: bool
+    is_default: bool
+
+    @property
+    def owned_by(self) -> str:
+        lowered = self.trae_name.lower()
+        return next((owner for prefix, owner in _OWNERS if lowered.startswith(prefix)), "trae")
+
+    def openai(self, public_id: str | None = None) -> dict[str, Any]:
+        """OpenAI's model object, with Trae's facts alongside."""
+        return {
+            "id": public_id or self.public_id,
+            "object": "model",
+            "created": MODEL_CREATED,
+            "owned_by": self.owned_by,
+            "display_name": self.display_name,
+            "trae_name": self.trae_name,
+            "multimodal": self.multimodal,
+        }
+
+
+Fetch = Callable[[], Awaitable[list[dict[str, Any]]]]
+
+
+class ModelCatalog:
+    """Caches the account's model list; concurrent misses share one upstream call."""
+
+    def __init__(
+        self,
+        fetch: Fetch,
+        aliases: AliasTable,
+        *,
+        ttl: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fetch = fetch
+        self.aliases = aliases
+        self._ttl = ttl
+        self._clock = clock
+        self._entries: list[ModelEntry] | None = None
+        self._fetched_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def entries(self) -> list[ModelEntry]:
+        if self._fresh():
+            assert self._entries is not None
+            return self._entries
+        async with self._lock:
+            if self._fresh():
+                assert self._entries is not None
+                return self._entries
+            try:
+                configs = await self._fetch()
+            except ApiError as exc:
+                if self._entries is None:
+                    raise
+                log.warning("model_list_stale", reason=exc.message, age=self._age())
+                return self._entries
+            self._entries = [self._entry(config) for config in configs]
+            self._fetched_at = self._clock()
+            return self._entries
+
+    async def find(self, model_id: str) -> ModelEntry | None:
+        """The entry a client's model name refers to (an alias, a public or a Trae name)."""
+        trae_name = self.aliases.to_trae(model_id)
+        for entry in await self.entries():
+            if entry.trae_name in (trae_name, model_id) or entry.public_id == model_id:
+                return entry
+        return None
+
+    def _fresh(self) -> bool:
+        return self._entries is not None and self._age() < self._ttl
+
+    def _age(self) -> float:
+        return self._clock() - self._fetched_at
+
+    def _entry(self, config: dict[str, Any]) -> ModelEntry:
+        name = str(config["name"])
+        return ModelEntry(
+            public_id=self.aliases.to_public(name),
+            trae_name=name,
+            display_name=str(config.get("display_name") or name),
+            multimodal=bool(config.get("multimodal")),
+            is_default=bool(config.get("is_default")),
+        )
+
+
+async def fetch_model_configs(
+    upstream: TraeClient, account: Account, health: UpstreamHealth
+) -> list[dict[str, Any]]:
+    """Trae's model list for the account, refreshing the access token once on 1001."""
+    token = await account.access_token()
+    try:
+        configs = await upstream.model_list(token, account.device)
+    except UpstreamRejected as exc:
+        if exc.upstream_code != 1001:
+            raise
+        token = await account.refresh_after_rejection(token)
+        configs = await upstream.model_list(token, account.device)
+    except UpstreamUnavailable as exc:
+        health.failure(exc.message)
+        raise
+    health.success()
+    return configs

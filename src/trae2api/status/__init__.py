@@ -1,0 +1,1 @@
+"""What the gateway knows about its own health: readiness and the status page."""

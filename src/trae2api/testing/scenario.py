@@ -1,0 +1,259 @@
+"""What a chat answers: the deterministic reply and the ``[sim:...]`` directives, as a ``Plan``.
+
+Pure: turns a validated request into timed events (protocol §6); must not do I/O or sleep.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from trae2api.testing.validation import ChatRequest
+
+REASONING_MODELS = frozenset({"deepseek-R1"})
+QUEUE_INTERVAL = 0.2
+ERROR_MESSAGES = {
+    1001: "not authenticated",
+    1005: "quota exhausted",
+    3003: "service busy",
+    4001: "invalid parameter",
+    4008: "credit exhausted",
+    4011: "rate limited",
+    4017: "risk control: device or IP refused",
+    4023: "model not found",
+    4028: "too frequent",
+    4050: "queue is full",
+    4120: "",
+    5001: "internal error",
+}
+_DIRECTIVE = re.compile(r"\[sim:([a-z-]+)(?:[ \t]+([^\]]*))?\]")
+_INT_ARG = frozenset({"queue", "long", "error", "midstream-error", "http", "slow"})
+_FLAGS = frozenset({"nodone", "nousage", "compact", "noise", "reset", "msg-variant", "done-empty"})
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One event: sent ``delay`` seconds after the previous one; ``raw`` replaces JSON ``data``."""
+
+    event: str
+    data: Any = None
+    delay: float = 0.0
+    raw: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to answer: an HTML error, a reset connection, or an event stream."""
+
+    frames: tuple[Frame, ...] = ()
+    http_status: int | None = None
+    reset: bool = False
+    compact: bool = False
+
+
+@dataclass
+class Directives:
+    """The ``[sim:...]`` switches found in the last user text."""
+
+    queue: int = 0
+    wait: float = 0.0
+    slow_ms: int = 0
+    long: int | None = None
+    error: int | None = None
+    midstream_error: int | None = None
+    finish: str | None = None
+    http: int | None = None
+    flags: set[str] = field(default_factory=set)
+    unknown: list[str] = field(default_factory=list)
+
+
+def parse_directives(text: str) -> tuple[Directives, str]:
+    """The directives in ``text`` and the text with them removed."""
+    found = Directives()
+    for match in _DIRECTIVE.finditer(text):
+        name, arg = match.group(1), (match.group(2) or "").strip()
+        try:
+            _apply(found, name, arg)
+        except ValueError:
+            found.unknown.append(match.group(0))
+    cleaned = " ".join(_DIRECTIVE.sub(" ", text).split())
+    return found, cleaned
+
+
+def _apply(found: Directives, name: str, arg: str) -> None:
+    if name in _FLAGS and not arg:
+        found.flags.add(name)
+    elif name in _INT_ARG:
+        value = int(arg)
+        if name == "slow":
+            found.slow_ms = value
+        else:
+            setattr(found, name.replace("-", "_"), value)
+    elif name == "wait":
+        found.wait = float(arg)
+    elif name == "finish" and arg:
+        found.finish = arg
+    else:
+        raise ValueError(name)
+
+
+def error_frame(code: int, *, msg_variant: bool = False, message: str | None = None) -> Frame:
+    """An ``error`` event; ``msg_variant`` uses the ``msg`` key seen in some captures."""
+    text = ERROR_MESSAGES.get(code, "simulated error") if message is None else message
+    return Frame("error", {"code": code, "msg" if msg_variant else "message": text})
+
+
+def words(text: str) -> list[str]:
+    """Split into word-ish pieces whose concatenation is ``text``."""
+    return [piece for piece in re.split(r"(?<=\s)(?=\S)", text) if piece]
+
+
+def word_count(text: str) -> int:
+    return len(text.split())
+
+
+def reply_text(request: ChatRequest, cleaned_input: str) -> str:
+    """The default answer: echoes the last user text and says how much history arrived."""
+    return f"Hello! You said: {cleaned_input} (turn {len(request.history)})"
+
+
+def plan_chat(
+    request: ChatRequest, *, completion_id: int, known_model: bool, too_old: bool
+) -> Plan:
+    """The whole answer to a valid chat request."""
+    found, cleaned = parse_directives(request.user_input)
+    if found.http is not None:
+        return Plan(http_status=found.http)
+    if "reset" in found.flags:
+        return Plan(reset=True)
+    variant = "msg-variant" in found.flags
+    compact = "compact" in found.flags
+    if too_old:
+        return Plan((error_frame(4120, msg_variant=variant, message=""),), compact=compact)
+    if not known_model:
+        return Plan((error_frame(4023, msg_variant=variant),), compact=compact)
+    if found.unknown:
+        bad = ", ".join(found.unknown)
+        error = error_frame(4001, msg_variant=variant, message=f"unknown sim directive {bad}")
+        return Plan((error,), compact=compact)
+    frames = _stream_frames(request, found, cleaned, completion_id)
+    return Plan(_with_wait(frames, found.wait), compact=compact)
+
+
+def _with_wait(frames: list[Frame], wait: float) -> tuple[Frame, ...]:
+    if frames and wait > 0:
+        first = frames[0]
+        frames[0] = Frame(first.event, first.data, first.delay + wait, first.raw)
+    return tuple(frames)
+
+
+def _stream_frames(
+    request: ChatRequest, found: Directives, cleaned: str, completion_id: int
+) -> list[Frame]:
+    variant = "msg-variant" in found.flags
+    if found.error is not None:
+        return [error_frame(found.error, msg_variant=variant)]
+    frames = _queue_frames(found.queue)
+    frames.append(Frame("metadata", {"prompt_completion_id": completion_id}))
+    noise = "noise" in found.flags
+    if noise:
+        frames += [Frame("progress_notice", raw='"Thinking..."'), Frame("heartbeat", {})]
+    reasoning, answer = _texts(request, found, cleaned)
+    outputs = _output_frames(reasoning, answer, found.slow_ms / 1000)
+    if found.midstream_error is not None:
+        kept = outputs[: max(1, len(outputs) // 2)]
+        return [*frames, *kept, error_frame(found.midstream_error, msg_variant=variant)]
+    if noise and len(outputs) > 1:
+        outputs.insert(1, Frame("ping", {}))
+    frames += outputs
+    if noise:
+        frames += [Frame("timing_cost", {"first_token_ms": 12}), Frame("extra_info", {"x": 1})]
+    if "nousage" not in found.flags:
+        frames.append(Frame("token_usage", _usage(request, reasoning, answer)))
+    if "nodone" not in found.flags:
+        empty = "done-empty" in found.flags
+        frames.append(Frame("done", {} if empty else {"finish_reason": found.finish or "stop"}))
+    return frames
+
+
+def _queue_frames(count: int) -> list[Frame]:
+    if count <= 0:
+        return []
+    frames = [Frame("queue_begin", {"position": count})]
+    for index, position in enumerate(range(count, 0, -1)):
+        data = {
+            "position": position,
+            "message": f"You are in the queue, position {position}",
+            "queue_id": "q1",
+        }
+        frames.append(Frame("request_wait_in_queue", data, QUEUE_INTERVAL if index else 0.0))
+    frames.append(Frame("queue_end", {}, QUEUE_INTERVAL))
+    return frames
+
+
+def _texts(request: ChatRequest, found: Directives, cleaned: str) -> tuple[str, str]:
+    if found.long is not None:
+        answer = " ".join(f"word{i}" for i in range(1, found.long + 1))
+    else:
+        answer = reply_text(request, cleaned)
+    reasoning = ""
+    if request.model_name in REASONING_MODELS:
+        reasoning = f"Let me think about {cleaned or 'this'}."
+    return reasoning, answer
+
+
+def _output_frames(reasoning: str, answer: str, gap: float) -> list[Frame]:
+    frames = [
+        Frame("output", {"response": "", "reasoning_content": piece}, gap)
+        for piece in words(reasoning)
+    ]
+    frames += [
+        Frame("output", {"response": piece, "reasoning_content": ""}, gap)
+        for piece in words(answer)
+    ]
+    return frames
+
+
+def _usage(request: ChatRequest, reasoning: str, answer: str) -> dict[str, int]:
+    prompt = word_count(request.user_input) + sum(word_count(h.content) for h in request.history)
+    completion = word_count(answer) + word_count(reasoning)
+    usage = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    if reasoning:
+        usage["reasoning_tokens"] = word_count(reasoning)
+    return usage
+
+
+def plan_script(items: list[dict[str, Any]]) -> Plan:
+    """A plan that sends scripted events verbatim (``raw`` if given, else ``data`` as JSON)."""
+    frames = tuple(
+        Frame(
+            str(item["event"]),
+            item.get("data"),
+            float(item.get("delay", 0.0)),
+            None if item.get("raw") is None else str(item["raw"]),
+        )
+        for item in items
+    )
+    return Plan(frames)
+
+
+def validate_script(items: Any) -> list[dict[str, Any]]:
+    """The script items, or ValueError naming what is wrong."""
+    if isinstance(items, dict):
+        items = items.get("events")
+    if not isinstance(items, list):
+        raise ValueError("a script is a list of {event, data, delay?, raw?} (or {events: [...]})")
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("event"), str):
+            raise ValueError(f"script[{index}] needs a string 'event'")
+        delay = item.get("delay", 0)
+        if type(delay) not in (int, float) or delay < 0:
+            raise ValueError(f"script[{index}].delay must be a non-negative number")
+        if item.get("raw") is not None and not isinstance(item["raw"], str):
+            raise ValueError(f"script[{index}].raw must be a string")
+    return items

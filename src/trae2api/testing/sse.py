@@ -1,0 +1,116 @@
+"""Sending a ``Plan`` over the wire: SSE framing, disconnect-aware streaming, abrupt resets.
+
+It owns the timing and the stream counters' start/finish calls; it must not decide content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from typing import Any, Protocol
+
+import orjson
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from trae2api.testing.scenario import Frame
+
+RAW_SEND_KEY = "trae2api.sim.raw_send"
+COMPACT_PREAMBLE = b": simulated upstream, compact framing\n"
+
+
+class StreamTracker(Protocol):
+    def stream_started(self) -> None: ...
+
+    def stream_finished(self, completed: bool) -> None: ...
+
+
+def encode_frame(frame: Frame, *, compact: bool = False, seq: int = 0) -> bytes:
+    """``event: <name>\\ndata: <json>\\n\\n``, or the lenient variant of protocol §6."""
+    payload = frame.raw if frame.raw is not None else orjson.dumps(frame.data).decode()
+    if compact:
+        return f"id:{seq}\nevent:{frame.event}\ndata:{payload}\n".encode()
+    return f"event: {frame.event}\ndata: {payload}\n\n".encode()
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class EventStreamResponse(Response):
+    """Streams frames with their delays; when the client goes away, stops at once.
+
+    Starlette's own streaming only notices a disconnect when a write fails on some ASGI
+    versions; this one always races the sender against ``receive()`` so that a stream asleep
+    between events is cancelled (and counted) as soon as the connection drops.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, frames: tuple[Frame, ...], tracker: StreamTracker, *, compact: bool) -> None:
+        self.status_code = 200
+        self.background = None
+        self.frames = frames
+        self.tracker = tracker
+        self.compact = compact
+        self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no"})
+
+    async def _produce(self, send: Send) -> None:
+        if self.compact:
+            await send({"type": "http.response.body", "body": COMPACT_PREAMBLE, "more_body": True})
+        for seq, frame in enumerate(self.frames, start=1):
+            if frame.delay > 0:
+                await asyncio.sleep(frame.delay)
+            body = encode_frame(frame, compact=self.compact, seq=seq)
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.tracker.stream_started()
+        completed = False
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+            await send(start)
+            producer = asyncio.ensure_future(self._produce(send))
+            tasks = [producer, asyncio.ensure_future(_wait_for_disconnect(receive))]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if producer.done() and not producer.cancelled():
+                producer.result()  # re-raises a failure of the producer
+                completed = True
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.tracker.stream_finished(completed)
+
+
+class ResetConnection(Response):
+    """Closes the TCP connection with an RST before any byte of a response.
+
+    ASGI has no way to do this, so it reaches uvicorn's transport through the server's own
+    ``send`` (stored in the scope by the app); the client sees a connection reset
+    (``httpx.ReadError``) or "server disconnected" (``httpx.RemoteProtocolError``). Without
+    a reachable transport it raises, which uvicorn turns into a plain 500.
+    """
+
+    def __init__(self) -> None:
+        self.status_code = 0
+        self.background = None
+        self.init_headers({})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        cycle = getattr(scope.get(RAW_SEND_KEY), "__self__", None)
+        transport: Any = getattr(cycle, "transport", None)
+        if transport is None or not hasattr(transport, "abort"):
+            raise RuntimeError("[sim:reset] needs uvicorn's transport; answering 500 instead")
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(_wait_for_disconnect(receive), timeout=2.0)

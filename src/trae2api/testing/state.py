@@ -1,0 +1,336 @@
+"""The simulated Trae account: tokens, switches, counters and the last chat, behind one lock.
+
+It owns the rules of protocol §2 (single-use refresh tokens, expiring access tokens) but must not
+do I/O or know about HTTP; tests on another thread read and steer it through its methods.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+DEFAULT_CLIENT_ID = "ono9krqynydwx5"
+DEFAULT_APP_ID = "6eefa01c-1036-4c7e-9ca5-d891f63bfcd8"
+DEFAULT_USER_ID = "7325163180291196987"
+DEFAULT_ACCESS_TTL = 3 * 86400.0
+DEFAULT_REFRESH_TTL = 180 * 86400.0
+REFRESH_INVALID_CODE = "10002"
+INVALID_CLIENT_CODE = "10101"
+INVALID_PARAMETER_CODE = "10001"
+
+_COUNTERS = (
+    "exchanges_ok",
+    "exchanges_rejected",
+    "model_lists",
+    "chats",
+    "chats_failed_on_purpose",
+    "active_streams",
+    "cancelled_streams",
+    "completed_streams",
+    "auth_rejections",
+    "header_rejections",
+    "body_rejections",
+    "device_changes",
+)
+_CONFIG_KEYS = frozenset(
+    {
+        "access_ttl",
+        "refresh_ttl",
+        "exchange_delay",
+        "min_version_code",
+        "model_list_fail",
+        "fail_next_chats",
+        "fail_status",
+        "models",
+    }
+)
+
+
+def _model(name: str, display: str, *, multimodal: bool = False, default: bool = False) -> Any:
+    config = orjson.dumps({"max_tokens": 8192, "tier": "sim", "name": name}).decode()
+    return {
+        "name": name,
+        "display_name": display,
+        "multimodal": multimodal,
+        "is_default": default,
+        "custom_config": config,
+    }
+
+
+def default_models() -> list[dict[str, Any]]:
+    """The default catalogue of protocol §4 (exactly one entry is the default)."""
+    return [
+        _model("gpt-4o", "GPT-4o", multimodal=True),
+        _model("gpt-4.1-2025-04-14", "GPT-4.1"),
+        _model("claude3.5", "Claude-3.5-Sonnet", multimodal=True, default=True),
+        _model("aws_sdk_claude37_sonnet", "Claude-3.7-Sonnet", multimodal=True),
+        _model("deepseek-V3", "DeepSeek-V3"),
+        _model("deepseek-R1", "DeepSeek-R1"),
+        _model("gemini-2.5-pro-preview-03-25", "Gemini-2.5-Pro", multimodal=True),
+    ]
+
+
+def _fake_jwt(user_id: str, expires_at: float) -> str:
+    """An opaque token shaped like a JWT (the simulator never verifies it, it looks it up)."""
+
+    def part(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(orjson.dumps(data)).rstrip(b"=").decode()
+
+    payload = {"sub": user_id, "exp": int(expires_at), "jti": secrets.token_hex(8)}
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(payload)}.{secrets.token_urlsafe(32)}"
+
+
+@dataclass(frozen=True)
+class SimAccount:
+    """What an operator would copy out of Trae: the identity the gateway is configured with."""
+
+    app_id: str
+    client_id: str
+    user_id: str
+    refresh_token: str
+
+
+class ExchangeRejected(Exception):
+    """The exchange failed; ``code``/``message`` go into ``ResponseMetadata.Error``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ExchangeResult:
+    """A successful exchange; times are epoch seconds."""
+
+    token: str
+    token_expire_at: float
+    refresh_token: str
+    refresh_expire_at: float
+
+
+@dataclass
+class _RefreshToken:
+    expires_at: float
+    used: bool = False
+
+
+class SimState:
+    """The whole mutable state of the simulated upstream; every method is thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        client_id: str = DEFAULT_CLIENT_ID,
+        extra_client_ids: Iterable[str] = (),
+        app_id: str = DEFAULT_APP_ID,
+        user_id: str = DEFAULT_USER_ID,
+        refresh_token: str | None = None,
+        access_ttl: float = DEFAULT_ACCESS_TTL,
+        refresh_ttl: float = DEFAULT_REFRESH_TTL,
+        clock: Callable[[], float] = time.time,
+        models: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._clock = clock
+        self.app_id = app_id
+        self.user_id = user_id
+        self.client_ids = frozenset({client_id, *extra_client_ids})
+        initial = refresh_token or secrets.token_urlsafe(32)
+        self.account = SimAccount(app_id, client_id, user_id, initial)
+        self.access_ttl = access_ttl
+        self.refresh_ttl = refresh_ttl
+        self.exchange_delay = 0.0
+        self.min_version_code: int | None = None
+        self.model_list_fail = False
+        self._models = copy.deepcopy(models) if models is not None else default_models()
+        self._refresh: dict[str, _RefreshToken] = {initial: _RefreshToken(clock() + refresh_ttl)}
+        self._current_refresh = initial
+        self._access: dict[str, tuple[float, str]] = {}
+        self._devices: dict[str, tuple[str, str]] = {}
+        self._counters = dict.fromkeys(_COUNTERS, 0)
+        self._fail_next_chats = 0
+        self._fail_status = 503
+        self._scripts: deque[list[dict[str, Any]]] = deque()
+        self._last_chat: dict[str, Any] | None = None
+
+    # -- configuration -------------------------------------------------------------------------
+
+    def configure(self, **changes: Any) -> None:
+        """Change switches: access_ttl, refresh_ttl, exchange_delay, min_version_code,
+        model_list_fail, fail_next_chats, fail_status, models. Unknown keys raise ValueError."""
+        unknown = set(changes) - _CONFIG_KEYS
+        if unknown:
+            raise ValueError(f"unknown configuration keys: {sorted(unknown)}")
+        with self._lock:
+            for key, value in changes.items():
+                if key == "fail_next_chats":
+                    self._fail_next_chats = int(value)
+                elif key == "fail_status":
+                    self._fail_status = int(value)
+                elif key == "models":
+                    self._models = copy.deepcopy(list(value))
+                elif key == "min_version_code":
+                    self.min_version_code = None if value is None else int(value)
+                elif key == "model_list_fail":
+                    self.model_list_fail = bool(value)
+                else:
+                    setattr(self, key, float(value))
+
+    def models(self) -> list[dict[str, Any]]:
+        """A copy of the model catalogue."""
+        with self._lock:
+            return copy.deepcopy(self._models)
+
+    def model_names(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(str(m.get("name")) for m in self._models)
+
+    # -- tokens --------------------------------------------------------------------------------
+
+    @property
+    def current_refresh_token(self) -> str:
+        """The newest refresh token issued (the only one that still works, unless it expired)."""
+        with self._lock:
+            return self._current_refresh
+
+    def exchange(self, client_id: str, refresh_token: str, user_id: str) -> ExchangeResult:
+        """Burn ``refresh_token`` and mint a new pair, or raise ``ExchangeRejected``."""
+        with self._lock:
+            try:
+                result = self._exchange_locked(client_id, refresh_token, user_id)
+            except ExchangeRejected:
+                self._counters["exchanges_rejected"] += 1
+                raise
+            self._counters["exchanges_ok"] += 1
+            return result
+
+    def _exchange_locked(self, client_id: str, refresh_token: str, user_id: str) -> ExchangeResult:
+        if client_id not in self.client_ids:
+            raise ExchangeRejected(INVALID_CLIENT_CODE, "Invalid client.")
+        if user_id not in ("", self.user_id):
+            raise ExchangeRejected(INVALID_PARAMETER_CODE, "Invalid parameter: UserID")
+        now = self._clock()
+        entry = self._refresh.get(refresh_token)
+        if entry is None:
+            raise ExchangeRejected(REFRESH_INVALID_CODE, "refresh token invalid")
+        if entry.used:
+            raise ExchangeRejected(REFRESH_INVALID_CODE, "refresh token invalid (already used)")
+        if now >= entry.expires_at:
+            raise ExchangeRejected(REFRESH_INVALID_CODE, "refresh token invalid (expired)")
+        entry.used = True
+        new_refresh = secrets.token_urlsafe(32)
+        refresh_expires = now + self.refresh_ttl
+        self._refresh[new_refresh] = _RefreshToken(refresh_expires)
+        self._current_refresh = new_refresh
+        access_expires = now + self.access_ttl
+        token = _fake_jwt(self.user_id, access_expires)
+        self._access[token] = (access_expires, self.user_id)
+        return ExchangeResult(token, access_expires, new_refresh, refresh_expires)
+
+    def mint_access_token(self) -> str:
+        """A valid access token without an exchange (for tests of the chat side alone)."""
+        with self._lock:
+            expires = self._clock() + self.access_ttl
+            token = _fake_jwt(self.user_id, expires)
+            self._access[token] = (expires, self.user_id)
+            return token
+
+    def access_token_owner(self, token: str) -> str | None:
+        """The user id of a currently valid access token, else None."""
+        with self._lock:
+            entry = self._access.get(token)
+            if entry is None or self._clock() >= entry[0]:
+                return None
+            return entry[1]
+
+    def expire_access_tokens(self) -> None:
+        """Every access token issued so far stops working now."""
+        with self._lock:
+            self._access = {token: (0.0, owner) for token, (_, owner) in self._access.items()}
+
+    # -- counters and bookkeeping --------------------------------------------------------------
+
+    def count(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self._counters[name] += amount
+
+    def note_device(self, user_id: str, device_id: str, machine_id: str) -> None:
+        """Remember the account's device; a different one later counts as a device change."""
+        with self._lock:
+            previous = self._devices.get(user_id)
+            if previous is not None and previous != (device_id, machine_id):
+                self._counters["device_changes"] += 1
+            self._devices[user_id] = (device_id, machine_id)
+
+    def stream_started(self) -> None:
+        self.count("active_streams")
+
+    def stream_finished(self, completed: bool) -> None:
+        with self._lock:
+            self._counters["active_streams"] -= 1
+            self._counters["completed_streams" if completed else "cancelled_streams"] += 1
+
+    def record_chat(self, headers: dict[str, str], body: Any) -> int:
+        """Keep the chat request for inspection and count it; returns its ordinal (from 1)."""
+        with self._lock:
+            self._counters["chats"] += 1
+            self._last_chat = {"headers": dict(headers), "body": copy.deepcopy(body)}
+            return self._counters["chats"]
+
+    def last_chat(self) -> dict[str, Any] | None:
+        """``{"headers": {...}, "body": <parsed JSON or raw text>}`` of the last chat, if any."""
+        with self._lock:
+            return copy.deepcopy(self._last_chat)
+
+    def take_chat_failure(self) -> int | None:
+        """The HTTP status this chat must fail with (consuming one of ``fail_next_chats``)."""
+        with self._lock:
+            if self._fail_next_chats <= 0:
+                return None
+            self._fail_next_chats -= 1
+            self._counters["chats_failed_on_purpose"] += 1
+            return self._fail_status
+
+    def push_script(self, events: list[dict[str, Any]]) -> None:
+        """Queue a verbatim event list to answer the next valid chat with."""
+        with self._lock:
+            self._scripts.append(copy.deepcopy(events))
+
+    def pop_script(self) -> list[dict[str, Any]] | None:
+        with self._lock:
+            return self._scripts.popleft() if self._scripts else None
+
+    def reset_counters(self) -> None:
+        """Zero every counter except ``active_streams`` (streams still open stay counted)."""
+        with self._lock:
+            active = self._counters["active_streams"]
+            self._counters = dict.fromkeys(_COUNTERS, 0)
+            self._counters["active_streams"] = active
+
+    def stats(self) -> dict[str, Any]:
+        """Counters plus the token and switch state, as one JSON-able dict."""
+        with self._lock:
+            now = self._clock()
+            return {
+                **self._counters,
+                "current_refresh_token": self._current_refresh,
+                "valid_access_tokens": sum(1 for exp, _ in self._access.values() if now < exp),
+                "pending_scripts": len(self._scripts),
+                "fail_next_chats": self._fail_next_chats,
+                "fail_status": self._fail_status,
+                "access_ttl": self.access_ttl,
+                "refresh_ttl": self.refresh_ttl,
+                "exchange_delay": self.exchange_delay,
+                "min_version_code": self.min_version_code,
+                "model_list_fail": self.model_list_fail,
+            }

@@ -1,0 +1,217 @@
+"""The simulated Trae upstream as an ASGI app: token exchange, model list, legacy chat (§2–§7).
+
+It enforces the contract strictly and answers from ``SimState``; it must not be lenient.
+
+Scenario directives, written anywhere in the LAST user message (``user_input``), combinable;
+they are removed from the text the default reply echoes:
+
+    [sim:queue N]            queue_begin {"position": N}, N request_wait_in_queue events
+                             (position N..1, queue_id "q1", 0.2 s apart), queue_end {}, reply
+    [sim:wait S]             S seconds (float) of silence after the headers, before the first event
+    [sim:slow MS]            MS milliseconds before every output event
+    [sim:long N]             the answer is exactly N output chunks: "word1 word2 ... wordN"
+    [sim:error CODE]         the stream is one error event {"code": CODE, "message": ...}
+    [sim:midstream-error C]  metadata, about half the output, then error {"code": C, ...}; no done
+    [sim:nodone]             no done event at the end
+    [sim:nousage]            no token_usage event
+    [sim:done-empty]         the done event's data is {}
+    [sim:finish X]           done {"finish_reason": "X"}
+    [sim:compact]            lenient framing: a ": comment" line first, then "id:N", "event:x",
+                             "data:{...}" lines (no spaces) and no blank line between events
+    [sim:noise]              adds progress_notice (data is a JSON string), heartbeat, ping,
+                             timing_cost and extra_info events, which a client must ignore
+    [sim:msg-variant]        error events carry "msg" instead of "message"
+    [sim:http STATUS]        HTTP STATUS with an HTML body instead of a stream
+    [sim:reset]              the TCP connection is reset before any byte of a response: httpx
+                             raises ReadError (connection reset) or RemoteProtocolError
+An unknown or malformed directive answers error {"code": 4001} naming it (typos fail loudly).
+Model deepseek-R1 streams reasoning_content deltas ("Let me think about ...") before the answer.
+
+Choices where protocol.md is silent: a bad/expired ``x-ide-token`` is HTTP 401
+{"code": 1001, "message": "not authenticated"}; every other header problem, including a wrong
+``x-app-id``, is HTTP 400 {"code": 4001, "message": ..., "header": <name>}; a chat body problem is
+HTTP 400 {"code": 4001, "message": ..., "field": <dotted path>}. Checks run in this order:
+``fail_next_chats`` (HTML error), token, headers, Content-Type, body, then a scripted answer if one
+is queued, then directives [sim:http]/[sim:reset], version (4120), model (4023), other directives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from trae2api.testing.admin import admin_routes, json_response, read_json
+from trae2api.testing.scenario import Plan, plan_chat, plan_script
+from trae2api.testing.sse import RAW_SEND_KEY, EventStreamResponse, ResetConnection
+from trae2api.testing.state import INVALID_PARAMETER_CODE, ExchangeRejected, SimState
+from trae2api.testing.validation import (
+    ChatRequest,
+    Invalid,
+    check_chat_body,
+    check_exchange_body,
+    check_ide_headers,
+)
+
+EXCHANGE_PATH = "/cloudide/api/v3/trae/oauth/ExchangeToken"
+MODEL_LIST_PATH = "/api/ide/v1/model_list"
+CHAT_PATH = "/api/ide/v1/chat"
+MODEL_LIST_TYPES = frozenset({"chat", "llm_raw_chat"})
+NOT_AUTHENTICATED = {"code": 1001, "message": "not authenticated"}
+_COMPLETION_ID_BASE = 7_000_000_000
+
+
+def html_error(status: int) -> Response:
+    """What a load balancer in front of Trae answers: an HTML page, not JSON."""
+    page = f"<html><head><title>{status}</title></head><body><h1>{status}</h1></body></html>"
+    return HTMLResponse(page, status_code=status)
+
+
+def _metadata(error: tuple[str, str] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "RequestId": secrets.token_hex(16),
+        "Action": "ExchangeToken",
+        "Version": "v3",
+    }
+    if error is not None:
+        meta["Error"] = {"Code": error[0], "Message": error[1]}
+    return meta
+
+
+def _exchange_error(code: str, message: str) -> Response:
+    return json_response({"ResponseMetadata": _metadata((code, message))}, 400)
+
+
+def _invalid(exc: Invalid, kind: str) -> Response:
+    body = {"code": 4001, "message": f"invalid {kind} {exc.field}: {exc.reason}"}
+    body["header" if kind == "header" else "field"] = exc.field
+    return json_response(body, 400)
+
+
+class _Upstream:
+    def __init__(self, state: SimState) -> None:
+        self.state = state
+
+    async def exchange(self, request: Request) -> Response:
+        body, ok = await read_json(request)
+        try:
+            client_id, refresh_token, user_id = check_exchange_body(body if ok else None)
+        except Invalid as exc:
+            self.state.count("exchanges_rejected")
+            detail = f"Invalid parameter: {exc.field} {exc.reason}"
+            return _exchange_error(INVALID_PARAMETER_CODE, detail)
+        try:
+            result = self.state.exchange(client_id, refresh_token, user_id)
+        except ExchangeRejected as exc:
+            await self._exchange_delay()
+            return _exchange_error(exc.code, exc.message)
+        await self._exchange_delay()
+        return json_response(
+            {
+                "ResponseMetadata": _metadata(),
+                "Result": {
+                    "Token": result.token,
+                    "TokenExpireAt": int(result.token_expire_at * 1000),
+                    "RefreshToken": result.refresh_token,
+                    "RefreshExpireAt": int(result.refresh_expire_at * 1000),
+                },
+            }
+        )
+
+    async def _exchange_delay(self) -> None:
+        if self.state.exchange_delay > 0:
+            await asyncio.sleep(self.state.exchange_delay)
+
+    def _authenticate(self, headers: Mapping[str, str]) -> Response | None:
+        """None when the §3 headers are acceptable, else the rejection to send."""
+        owner = self.state.access_token_owner(headers.get("x-ide-token", ""))
+        if owner is None:
+            self.state.count("auth_rejections")
+            return json_response(NOT_AUTHENTICATED, 401)
+        try:
+            check_ide_headers(headers, app_id=self.state.app_id)
+        except Invalid as exc:
+            self.state.count("header_rejections")
+            return _invalid(exc, "header")
+        self.state.note_device(owner, headers["x-device-id"], headers["x-machine-id"])
+        return None
+
+    async def model_list(self, request: Request) -> Response:
+        if self.state.model_list_fail:
+            return html_error(503)
+        denied = self._authenticate(request.headers)
+        if denied is not None:
+            return denied
+        if request.query_params.get("type") not in MODEL_LIST_TYPES:
+            reason = "query parameter type must be chat or llm_raw_chat"
+            return json_response({"code": 4001, "message": reason, "field": "type"}, 400)
+        self.state.count("model_lists")
+        return json_response({"model_configs": self.state.models()})
+
+    async def chat(self, request: Request) -> Response:
+        body, ok = await read_json(request)
+        ordinal = self.state.record_chat(dict(request.headers), body)
+        failure = self.state.take_chat_failure()
+        if failure is not None:
+            return html_error(failure)
+        denied = self._authenticate(request.headers)
+        if denied is not None:
+            return denied
+        content_type = request.headers.get("content-type", "")
+        if not content_type.lower().startswith("application/json"):
+            self.state.count("header_rejections")
+            return _invalid(Invalid("content-type", "must be application/json"), "header")
+        try:
+            version_code = int(request.headers["x-ide-version-code"])
+            chat = check_chat_body(body if ok else None, version_code=version_code)
+        except Invalid as exc:
+            self.state.count("body_rejections")
+            return _invalid(exc, "field")
+        return self._answer(chat, version_code, ordinal)
+
+    def _answer(self, chat: ChatRequest, version_code: int, ordinal: int) -> Response:
+        script = self.state.pop_script()
+        plan: Plan
+        if script is not None:
+            plan = plan_script(script)
+        else:
+            minimum = self.state.min_version_code
+            plan = plan_chat(
+                chat,
+                completion_id=_COMPLETION_ID_BASE + ordinal,
+                known_model=chat.model_name in self.state.model_names(),
+                too_old=minimum is not None and version_code < minimum,
+            )
+        if plan.http_status is not None:
+            return html_error(plan.http_status)
+        if plan.reset:
+            return ResetConnection()
+        return EventStreamResponse(plan.frames, self.state, compact=plan.compact)
+
+
+class _SimApp(Starlette):
+    """Starlette that keeps the server's own ``send`` in the scope (for ``[sim:reset]``)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[RAW_SEND_KEY] = send
+        await super().__call__(scope, receive, send)
+
+
+def create_upstream_app(state: SimState) -> Starlette:
+    """The simulated Trae: the §2 exchange, the ``/api/ide/*`` endpoints and ``/_sim/*``."""
+    upstream = _Upstream(state)
+    routes = [
+        Route(EXCHANGE_PATH, upstream.exchange, methods=["POST"]),
+        Route(MODEL_LIST_PATH, upstream.model_list, methods=["GET"]),
+        Route(CHAT_PATH, upstream.chat, methods=["POST"]),
+        *admin_routes(state),
+    ]
+    return _SimApp(routes=routes)

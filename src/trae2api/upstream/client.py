@@ -1,0 +1,161 @@
+"""Calls to Trae's ``/api/ide/*`` endpoints: headers (§3), model list (§4), chat stream (§5, §6).
+
+It turns HTTP answers into events or ``ApiError``s; it must not retry, refresh or translate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from trae2api.auth.credentials import DeviceIdentity
+from trae2api.errors import ApiError, UpstreamError, UpstreamUnavailable, from_business_code
+from trae2api.sse import SSEEvent, SSEParser, SSEProtocolError
+from trae2api.upstream.transport import mapped_transport_errors
+
+_RATE_LIMIT_DEFAULT_RETRY_AFTER = 5
+
+
+@dataclass(frozen=True)
+class UpstreamIdentity:
+    """The static part of the §3 headers."""
+
+    app_id: str
+    ide_version: str
+    ide_version_code: str
+
+
+class TraeClient:
+    """One account's view of the legacy ``/api/ide`` endpoints."""
+
+    def __init__(self, http: httpx.AsyncClient, *, base_url: str, identity: UpstreamIdentity):
+        self._http = http
+        self._base_url = base_url
+        self._identity = identity
+
+    def headers(self, access_token: str, device: DeviceIdentity) -> dict[str, str]:
+        """Protocol §3: the credential, the app, the IDE version and a stable device identity."""
+        return {
+            "x-ide-token": access_token,
+            "x-app-id": self._identity.app_id,
+            "x-ide-version": self._identity.ide_version,
+            "x-ide-version-code": self._identity.ide_version_code,
+            "x-ide-version-type": "stable",
+            "x-device-id": device.device_id,
+            "x-machine-id": device.machine_id,
+            "x-device-cpu": device.cpu,
+            "x-device-brand": device.brand,
+            "x-device-type": device.device_type,
+            "content-type": "application/json",
+            "accept": "*/*",
+        }
+
+    async def model_list(self, access_token: str, device: DeviceIdentity) -> list[dict[str, Any]]:
+        """Protocol §4: the ``model_configs`` of the account."""
+        url = f"{self._base_url}/api/ide/v1/model_list"
+        with mapped_transport_errors("listing models"):
+            response = await self._http.get(
+                url, params={"type": "chat"}, headers=self.headers(access_token, device)
+            )
+        if response.status_code != 200:
+            raise http_error(response.status_code, response.content, response.headers)
+        payload = _json(response.content)
+        configs = payload.get("model_configs") if isinstance(payload, dict) else None
+        if not isinstance(configs, list):
+            raise _business_error(payload) or UpstreamUnavailable(
+                "Trae's model list answer had no model_configs"
+            )
+        return [item for item in configs if isinstance(item, dict) and item.get("name")]
+
+    @asynccontextmanager
+    async def chat(
+        self, body: dict[str, Any], access_token: str, device: DeviceIdentity
+    ) -> AsyncIterator[AsyncIterator[SSEEvent]]:
+        """Protocol §5: open the chat stream; yields its events as they arrive."""
+        request = self._http.build_request(
+            "POST",
+            f"{self._base_url}/api/ide/v1/chat",
+            content=orjson.dumps(body),
+            headers=self.headers(access_token, device),
+        )
+        with mapped_transport_errors("opening the chat stream"):
+            response = await self._http.send(request, stream=True)
+        try:
+            if response.status_code != 200:
+                with mapped_transport_errors("reading an error answer"):
+                    content = await response.aread()
+                raise http_error(response.status_code, content, response.headers)
+            yield _events(response)
+        finally:
+            await response.aclose()
+
+
+async def _events(response: httpx.Response) -> AsyncIterator[SSEEvent]:
+    parser = SSEParser()
+    with mapped_transport_errors("reading the chat stream"):
+        try:
+            async for raw in response.aiter_raw():
+                for event in parser.feed(raw):
+                    yield event
+            for event in parser.close():
+                yield event
+        except SSEProtocolError as exc:
+            raise UpstreamUnavailable(f"Trae sent a malformed event stream: {exc}") from exc
+
+
+def http_error(status: int, content: bytes, headers: httpx.Headers) -> ApiError:
+    """An upstream non-200 answer as the error a client can act on (protocol §7)."""
+    payload = _json(content)
+    if status in (401, 403):
+        # Protocol §7: HTTP 401/403 mean the access token was refused, like code 1001.
+        return from_business_code(1001, "the access token was refused")
+    if status == 429:
+        return UpstreamError(
+            "Trae is rate limiting this account (HTTP 429)",
+            status=429,
+            type="rate_limit_error",
+            code="rate_limit_exceeded",
+            retry_after=_retry_after(headers),
+        )
+    business = _business_error(payload)
+    if business is not None and status < 500:
+        return business
+    if status >= 500:
+        return UpstreamUnavailable(f"Trae answered HTTP {status}", code="upstream_unavailable")
+    return UpstreamError(f"Trae answered HTTP {status}")
+
+
+def business_code(payload: Any) -> tuple[int, str] | None:
+    """The ``code``/``message`` pair of a Trae error body, if it is one."""
+    if not isinstance(payload, dict) or "code" not in payload:
+        return None
+    try:
+        code = int(payload["code"])
+    except (TypeError, ValueError):
+        return None
+    if code == 0:
+        return None
+    message = payload.get("message") or payload.get("msg") or ""
+    return code, str(message)[:300]
+
+
+def _business_error(payload: Any) -> ApiError | None:
+    found = business_code(payload)
+    return from_business_code(*found) if found else None
+
+
+def _json(content: bytes) -> Any:
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _retry_after(headers: httpx.Headers) -> int:
+    value = headers.get("retry-after", "")
+    return int(value) if value.isdigit() else _RATE_LIMIT_DEFAULT_RETRY_AFTER

@@ -1,0 +1,30 @@
+"""The one place where httpx's exceptions become trae2api's; it must not decide retries.
+
+Transport failures (refused, reset, timed out, protocol garbage) all mean "Trae could not be
+reached" to a client: ``UpstreamUnavailable``, retryable before the first byte (protocol §7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+
+from trae2api.errors import UpstreamUnavailable
+
+
+@contextmanager
+def mapped_transport_errors(what: str) -> Iterator[None]:
+    """Re-raise httpx failures while doing ``what`` as ``UpstreamUnavailable``."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise UpstreamUnavailable(
+            f"Trae did not answer in time while {what}", status=504, code="upstream_timeout"
+        ) from exc
+    except httpx.TransportError as exc:
+        raise UpstreamUnavailable(
+            f"Trae could not be reached while {what} ({type(exc).__name__})",
+            code="upstream_unreachable",
+        ) from exc

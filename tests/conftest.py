@@ -1,0 +1,207 @@
+"""Fixtures: the simulated Trae upstream and the gateway, both real servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from trae2api.app import create_app
+from trae2api.config import Settings, load_settings
+from trae2api.testing import SimulatedTrae
+
+CLIENT_KEY = "test-client-key-0123456789"
+
+
+def free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def free_port() -> int:
+    with free_socket() as sock:
+        return int(sock.getsockname()[1])
+
+
+def gateway_env(sim: SimulatedTrae, data_dir: Path, **extra: Any) -> dict[str, str]:
+    """The environment an operator would write for an account on ``sim``."""
+    account = sim.account
+    env = {
+        "APP_ID": account.app_id,
+        "CLIENT_ID": account.client_id,
+        "USER_ID": account.user_id,
+        "REFRESH_TOKEN": account.refresh_token,
+        "BASE_URL": sim.url,
+        "REFRESH_TOKEN_URL": sim.url,
+        "DATA_DIR": str(data_dir),
+        "AUTH_TOKEN": CLIENT_KEY,
+    }
+    env.update({key: str(value) for key, value in extra.items()})
+    return env
+
+
+def settings_for(sim: SimulatedTrae, data_dir: Path, **extra: Any) -> Settings:
+    values = {key.lower(): value for key, value in gateway_env(sim, data_dir).items()}
+    values.update(extra)
+    return load_settings(None, **values)
+
+
+@dataclass
+class Gateway:
+    """A gateway served by uvicorn in a thread of the test process."""
+
+    settings: Settings
+    sock: socket.socket = field(default_factory=free_socket)
+    server: uvicorn.Server | None = None
+    thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    @property
+    def app(self) -> Any:
+        assert self.server is not None
+        return self.server.config.app
+
+    def start(self) -> Gateway:
+        config = uvicorn.Config(
+            create_app(self.settings),
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            ws="none",
+            timeout_graceful_shutdown=2,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the gateway did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None and self.thread is not None:
+            self.server.should_exit = True
+            self.thread.join(timeout=10)
+        self.sock.close()
+
+    def client(self, key: str = CLIENT_KEY, **kwargs: Any) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, **kwargs)
+
+    def http(self, key: str | None = CLIENT_KEY) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+@pytest.fixture
+def sim() -> Iterator[SimulatedTrae]:
+    with SimulatedTrae() as simulated:
+        yield simulated
+
+
+@pytest.fixture
+def start_gateway(sim: SimulatedTrae, tmp_path: Path) -> Iterator[Any]:
+    """Start gateways against ``sim``; settings overrides as keyword arguments."""
+    started: list[Gateway] = []
+
+    def start(**extra: Any) -> Gateway:
+        gateway = Gateway(settings_for(sim, tmp_path / "data", **extra)).start()
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.stop()
+
+
+@pytest.fixture
+def gateway(start_gateway: Any) -> Gateway:
+    return start_gateway()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def client(gateway: Gateway) -> openai.OpenAI:
+    return gateway.client()
+
+
+def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+@dataclass
+class GatewayProcess:
+    """``trae2api serve`` as a real child process (for restarts, signals and its log)."""
+
+    env: dict[str, str]
+    port: int
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *args: str) -> GatewayProcess:
+        env = {**os.environ, **self.env, "PORT": str(self.port), "LOG_FORMAT": "json"}
+        self.log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "trae2api", "serve", "--env-file", "/dev/null", *args],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        if not wait_for(self._healthy, timeout=15):
+            self.stop()
+            raise RuntimeError(f"gateway did not start: {self.log_path.read_text()}")
+        return self
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self, sig: int | None = None) -> None:
+        if self.process is None:
+            return
+        if sig is None:
+            self.process.terminate()
+        else:
+            self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+        self.process = None
+
+
+def run_async(coro: Any) -> Any:
+    return asyncio.run(coro)
