@@ -26,16 +26,27 @@ SESSION = "3f1c2a9e-5b7d-5e0f-9c1a-2b3c4d5e6f70"
 MACHINE_ID = "a" * 64
 
 
-@pytest.fixture
-def sim() -> Iterator[SimulatedTrae]:
+@pytest.fixture(scope="module")
+def shared_sim() -> Iterator[SimulatedTrae]:
     with SimulatedTrae() as running:
         yield running
 
 
 @pytest.fixture
-def client(sim: SimulatedTrae) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sim.url, timeout=10.0) as http:
+def sim(shared_sim: SimulatedTrae) -> SimulatedTrae:
+    shared_sim.state.reset()
+    return shared_sim
+
+
+@pytest.fixture(scope="module")
+def shared_client(shared_sim: SimulatedTrae) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=shared_sim.url, timeout=10.0) as http:
         yield http
+
+
+@pytest.fixture
+def client(sim: SimulatedTrae, shared_client: httpx.Client) -> httpx.Client:
+    return shared_client
 
 
 @pytest.fixture
@@ -71,11 +82,9 @@ def ide_headers(sim: SimulatedTrae, token: str) -> dict[str, str]:
     }
 
 
-def chat_body(messages: list[tuple[str, str]], model: str = "claude3.5") -> dict[str, Any]:
-    """A legacy chat body built exactly per protocol §5 from (role, text) pairs."""
-    *history, (_, last) = messages
-    last_is_assistant = bool(history) and history[-1][0] == "assistant"
-    variables = {
+def chat_variables(last: str, last_is_assistant: bool) -> dict[str, Any]:
+    """The §5 ``variables`` object (before it is encoded into a string)."""
+    return {
         "language": "",
         "locale": "en-us",
         "input": last,
@@ -98,6 +107,13 @@ def chat_body(messages: list[tuple[str, str]], model: str = "claude3.5") -> dict
         "brand": "Trae",
         "system_type": "Linux",
     }
+
+
+def chat_body(messages: list[tuple[str, str]], model: str = "claude3.5") -> dict[str, Any]:
+    """A legacy chat body built exactly per protocol §5 from (role, text) pairs."""
+    *history, (_, last) = messages
+    last_is_assistant = bool(history) and history[-1][0] == "assistant"
+    variables = chat_variables(last, last_is_assistant)
     body: dict[str, Any] = {
         "user_input": last,
         "intent_name": "general_qa_intent",
@@ -494,7 +510,7 @@ def test_reasoning_model_streams_reasoning_first(
 
 
 def test_queue_directive(sim: SimulatedTrae, client: httpx.Client, token: str) -> None:
-    """[sim:queue 3] sends queue_begin, positions 3..1 about 0.2 s apart, queue_end, then a reply."""
+    """[sim:queue 3] sends queue_begin, positions 3..1 0.2 s apart, queue_end, then a reply."""
     started = time.monotonic()
     events = parse_sse(chat(client, sim, token, "[sim:queue 3] hi").text)
     assert time.monotonic() - started >= 0.6
@@ -651,11 +667,26 @@ def test_config_rejects_unknown_keys(sim: SimulatedTrae, client: httpx.Client) -
 
 
 def test_reset_counters(sim: SimulatedTrae, client: httpx.Client, token: str) -> None:
-    """reset_counters zeroes the counters but keeps the tokens."""
+    """reset_counters zeroes the counters but keeps tokens and switches."""
+    sim.control.configure(exchange_delay=0.01)
+    client.post(EXCHANGE, json=exchange_body(sim, sim.account.refresh_token))
     chat(client, sim, token, "hi")
     stats = sim.control.reset_counters()
-    assert stats["chats"] == stats["completed_streams"] == 0
+    assert stats["chats"] == stats["completed_streams"] == stats["exchanges_ok"] == 0
+    assert stats["current_refresh_token"] != sim.account.refresh_token
+    assert stats["exchange_delay"] == 0.01
+    assert chat(client, sim, token, "hi").status_code == 200
+
+
+def test_full_reset(sim: SimulatedTrae, client: httpx.Client, token: str) -> None:
+    """reset restores the initial refresh token and forgets access tokens and switches."""
+    client.post(EXCHANGE, json=exchange_body(sim, sim.account.refresh_token))
+    sim.control.configure(fail_next_chats=1, exchange_delay=0.01)
+    stats = sim.control.reset()
     assert stats["current_refresh_token"] == sim.account.refresh_token
+    assert (stats["fail_next_chats"], stats["exchange_delay"], stats["exchanges_ok"]) == (0, 0, 0)
+    assert chat(client, sim, token, "hi").status_code == 401
+    assert client.post(EXCHANGE, json=exchange_body(sim, sim.account.refresh_token)).is_success
 
 
 def test_client_disconnect_is_counted_promptly(sim: SimulatedTrae, token: str) -> None:
@@ -663,8 +694,8 @@ def test_client_disconnect_is_counted_promptly(sim: SimulatedTrae, token: str) -
     body = chat_body([("user", "[sim:slow 2000] [sim:long 5]")])
     with httpx.Client(base_url=sim.url) as http:
         with http.stream("POST", CHAT, headers=ide_headers(sim, token), json=body) as response:
-            first = next(response.iter_lines())
-            assert first == "event: metadata"
+            lines = response.iter_lines()  # dropping this iterator would close the connection
+            assert next(lines) == "event: metadata"
             assert sim.control.stats()["active_streams"] == 1
         closed = time.monotonic()
     assert wait_for(lambda: sim.control.stats()["cancelled_streams"] == 1)

@@ -158,4 +158,3 @@ def create_app(settings: Settings, deps: Deps | None = None) -> FastAPI:
         )
     app.add_middleware(RequestContext)
     return app
-

@@ -10,7 +10,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,7 +118,10 @@ class _Progress:
             self.done = True
         elif isinstance(item, UsageReport):
             self.usage = item
-        if self.queued_since is not None and self._clock() - self.queued_since > self._queue_timeout:
+        if (
+            self.queued_since is not None
+            and self._clock() - self.queued_since > self._queue_timeout
+        ):
             raise QueueTimeout(
                 f"Trae kept the request queued for more than {self._queue_timeout:g} s "
                 f"(QUEUE_TIMEOUT); try again later",
@@ -285,7 +288,7 @@ class ChatService:
                     yield item
 
     @staticmethod
-    async def _relay(items: AsyncIterator[Item], tick: float) -> AsyncIterator[Item | None]:
+    async def _relay(items: AsyncIterator[Item], tick: float) -> AsyncGenerator[Item | None, None]:
         """Items as they come, and ``None`` after every ``tick`` seconds of silence.
 
         The upstream is read by its own task so that a silent upstream can be waited on

@@ -11,8 +11,8 @@ import contextlib
 import os
 import sys
 import tempfile
-from pathlib import Path
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 import structlog

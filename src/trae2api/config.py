@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     auth_token: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
     base_url: str = "https://trae-api-sg.mchost.guru"
-    refresh_token_url: str = "https://api-sg-central.trae.ai"
+    refresh_token_url: str = "https://api-sg-central.trae.ai"  # noqa: S105 (a URL)
     get_file_id_url: str = "https://imagex-ap-singapore-1.bytevcloudapi.com"
     upload_file_url: str = "https://tos-sg16-share.vodupload.com"
 
@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     @field_validator(*_URL_FIELDS)
     @classmethod
     def _check_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")) or "://" == value[-3:]:
+        if not value.startswith(("http://", "https://")) or value[-3:] == "://":
             raise ValueError("must be an http(s) URL such as https://trae-api-sg.mchost.guru")
         return value.rstrip("/")
 

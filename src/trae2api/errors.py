@@ -200,8 +200,8 @@ def from_business_code(code: int, message: str) -> UpstreamError:
         )
     if code == 4120:
         return UpstreamRejected(
-            f"Trae error 4120: the client version is too old for Trae; raise IDE_VERSION and "
-            f"IDE_VERSION_CODE to those of a current Trae release",
+            "Trae error 4120: the client version is too old for Trae; raise IDE_VERSION and "
+            "IDE_VERSION_CODE to those of a current Trae release",
             upstream_code=code,
             status=502,
         )

@@ -11,9 +11,11 @@ DEFAULT_MAX_LINE_BYTES = 1024 * 1024
 
 DONE = b"data: [DONE]\n\n"
 
-_CR = 0x0D
+_CR_ORD = 0x0D
+_LF_ORD = 0x0A
+_COLON_ORD = 0x3A
 _LF = b"\n"
-_BOM = "\ufeff"
+_BOM = b"\xef\xbb\xbf"
 
 
 class SSEProtocolError(ValueError):
@@ -59,7 +61,7 @@ class SSEParser:
         """Consume ``data``; return the events it completed (possibly none)."""
         if self._skip_lf and data:
             self._skip_lf = False
-            if data[0] == 0x0A:
+            if data[0] == _LF_ORD:
                 data = data[1:]
         if not data:
             return []
@@ -73,27 +75,25 @@ class SSEParser:
             self._buf.clear()
         else:
             chunk = data
-        lines = chunk.splitlines(keepends=True)
-        last = lines[-1]
-        tail = last[-1]
-        if tail != _CR and tail != 0x0A:
-            self._buf += lines.pop()
-            self._check_length(len(self._buf))
-        elif tail == _CR:
+        if b"\r" in chunk:
+            lines = chunk.splitlines()  # CR, LF and CRLF only, for bytes
+            tail = chunk[-1]
+            partial = lines.pop() if tail != _CR_ORD and tail != _LF_ORD else b""
             # A CR ending this chunk may be the first half of a CRLF split across feeds.
-            self._skip_lf = True
-        events: list[SSEEvent] = []
-        for raw in lines:
-            self._line(raw.rstrip(b"\r\n"), events)
-        return events
+            self._skip_lf = tail == _CR_ORD
+        else:
+            lines = chunk.split(_LF)  # the common case: LF only
+            partial = lines.pop()  # b"" when the chunk ends with a line break
+        if partial:
+            self._buf += partial
+            self._check_length(len(self._buf))
+        return self._lines(lines)
 
     def close(self) -> list[SSEEvent]:
         """End of stream: flush an unterminated last line and a pending event; then reset."""
-        events: list[SSEEvent] = []
-        if self._buf:
-            line = bytes(self._buf)
-            self._buf.clear()
-            self._line(line, events)
+        lines = [bytes(self._buf)] if self._buf else []
+        self._buf.clear()
+        events = self._lines(lines)
         self._dispatch(events)
         self._skip_lf = False
         self._started = False
@@ -103,23 +103,28 @@ class SSEParser:
         if n > self._max:
             raise SSEProtocolError(f"an event-stream line exceeded {self._max} bytes")
 
-    def _line(self, raw: bytes, events: list[SSEEvent]) -> None:
-        if not raw:
-            self._dispatch(events)
-            return
-        self._check_length(len(raw))
-        # Decoding whole lines only keeps a multi-byte character split across feeds intact.
-        line = raw.decode("utf-8", "replace")
-        if not self._started:
+    def _lines(self, lines: list[bytes]) -> list[SSEEvent]:
+        events: list[SSEEvent] = []
+        if lines and not self._started:
             self._started = True
-            if line.startswith(_BOM):
-                line = line[1:]
-                if not line:
-                    self._dispatch(events)
-                    return
-        if line[0] == ":":
-            return  # comment (protocol §6: ignored)
-        name, sep, value = line.partition(":")
+            if lines[0].startswith(_BOM):
+                lines[0] = lines[0][len(_BOM) :]
+        limit = self._max
+        for raw in lines:
+            if not raw:
+                self._dispatch(events)
+            elif len(raw) > limit:
+                self._check_length(len(raw))
+            elif raw.startswith(b"data:"):  # the hot path, without a general field split
+                value = raw[6:] if raw[5:6] == b" " else raw[5:]
+                # Decoding whole lines only keeps a multi-byte character split across feeds.
+                self._data.append(value.decode("utf-8", "replace"))
+            elif raw[0] != _COLON_ORD:  # ":" lines are comments (protocol §6: ignored)
+                self._field(raw, events)
+        return events
+
+    def _field(self, raw: bytes, events: list[SSEEvent]) -> None:
+        name, sep, value = raw.decode("utf-8", "replace").partition(":")
         if sep and value[:1] == " ":
             value = value[1:]
         if name == "data":

@@ -261,7 +261,9 @@ def _usage(payload: dict[str, Any]) -> UsageReport:
     prompt, completion = _int(payload.get("prompt_tokens")), _int(payload.get("completion_tokens"))
     total = _int(payload.get("total_tokens")) or prompt + completion
     reasoning = payload.get("reasoning_tokens")
-    return UsageReport(prompt, completion, total, _int(reasoning) if reasoning is not None else None)
+    return UsageReport(
+        prompt, completion, total, _int(reasoning) if reasoning is not None else None
+    )
 
 
 def _failure(data: str) -> Failure:

@@ -33,6 +33,10 @@ async def _api_error(_request: Request, exc: Exception) -> ORJSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> ORJSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, ApiError):
+        # FastAPI turns any error raised while reading the body into "400 error parsing the
+        # body"; ours (a streamed body over MAX_BODY_BYTES: 413) keeps its own status.
+        return await _api_error(request, exc.__cause__)
     if exc.status_code == 404:
         message = f"Unknown request URL: {request.method} {request.url.path}."
     elif exc.status_code == 405:

@@ -35,7 +35,10 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
             await send(message)
 
         structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -55,7 +58,7 @@ class RequestContext:
 def _incoming_id(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
         if name == b"x-request-id":
-            text = value.decode("latin-1")
+            text: str = value.decode("latin-1")
             # Only a plain token is echoed back, so a header cannot be injected through it.
             if 0 < len(text) <= 128 and all(c.isalnum() or c in "-_." for c in text):
                 return text

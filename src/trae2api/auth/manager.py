@@ -63,6 +63,7 @@ class CredentialManager:
         clock: Callable[[], float] = time.time,
         refresh_margin: float = 600.0,
         min_refresh_interval: float = 60.0,
+        reauth_grace: float = 2.0,
         logger: Logger | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -72,6 +73,7 @@ class CredentialManager:
         self._clock = clock
         self._margin = refresh_margin
         self._min_interval = min_refresh_interval
+        self._reauth_grace = reauth_grace
         self._log: Logger = logger if logger is not None else structlog.get_logger(__name__)
         self._sleep = sleep
         self._creds: Credentials | None = None
@@ -283,7 +285,7 @@ class CredentialManager:
 
     async def _adopt_newer_stored(self, current: Credentials) -> Credentials:
         """Another worker may have refreshed (or a new login happened) since we last looked."""
-        stored = await self._store.load()
+        stored = await self._load_stored()
         if stored is None or stored.credentials.version <= current.version:
             return current
         self._creds = stored.credentials
@@ -295,6 +297,9 @@ class CredentialManager:
         try:
             result = await self._exchanger.exchange(current.refresh_token)
         except ReauthRequired as exc:
+            newer = await self._rotated_elsewhere(current)
+            if newer is not None:
+                return newer, False
             self._enter_reauth(str(exc))
             raise ReauthRequired(REAUTH_MESSAGE) from exc
         except Exception as exc:
@@ -316,6 +321,29 @@ class CredentialManager:
         self._last_error = None
         self._log.info("credentials.refreshed", **new.redacted())
         return new, True
+
+    async def _rotated_elsewhere(self, current: Credentials) -> Credentials | None:
+        """After a rejection: did another worker rotate this token and store the result?
+
+        Until a cross-process refresh lock exists, two workers can present the same refresh
+        token; the loser's 4xx is then not a dead account. The winner stores right after its
+        exchange returns, so look twice, ``reauth_grace`` apart.
+        """
+        for attempt in range(2):
+            if attempt:
+                await self._sleep(self._reauth_grace)
+            adopted = await self._adopt_newer_stored(current)
+            if adopted is not current:
+                return adopted
+        return None
+
+    async def _load_stored(self) -> StoredAccount | None:
+        # A store that cannot be read must not lead to exchanging a possibly stale (burnt)
+        # refresh token: fail the refresh instead, which callers treat as transient.
+        try:
+            return await self._store.load()
+        except Exception as exc:
+            raise UpstreamUnavailable("the credential store could not be read") from exc
 
     def _keep_unsaved(self, base: int, new: Credentials, exc: Exception) -> Credentials:
         # The old refresh token is burnt and the new one exists only here: dropping it would
@@ -341,7 +369,7 @@ class CredentialManager:
             await self._adopt_newer_stored(self._current())
 
     async def _lost_race(self, current: Credentials) -> Credentials:
-        stored = await self._store.load()
+        stored = await self._load_stored()
         self._log.warning("credentials.store_race_lost", version=current.version)
         if stored is None:
             raise UpstreamUnavailable("the credential store was emptied during a refresh")

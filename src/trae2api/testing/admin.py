@@ -80,13 +80,18 @@ class _Admin:
         self.state.push_script(events)
         return json_response({"ok": True, "pending_scripts": self.state.stats()["pending_scripts"]})
 
+    async def reset(self, request: Request) -> Response:
+        self.state.reset()
+        return json_response(self.state.stats())
+
     async def reset_counters(self, request: Request) -> Response:
         self.state.reset_counters()
         return json_response(self.state.stats())
 
 
 def admin_routes(state: SimState) -> list[Route]:
-    """Routes: GET stats, account, last_chat; POST config, expire_access, script, reset_counters."""
+    """Routes: GET stats, account, last_chat; POST config, expire_access, script,
+    reset_counters, reset."""
     admin = _Admin(state)
     return [
         Route(f"{PREFIX}/stats", admin.stats, methods=["GET"]),
@@ -96,4 +101,5 @@ def admin_routes(state: SimState) -> list[Route]:
         Route(f"{PREFIX}/expire_access", admin.expire_access, methods=["POST"]),
         Route(f"{PREFIX}/script", admin.script, methods=["POST"]),
         Route(f"{PREFIX}/reset_counters", admin.reset_counters, methods=["POST"]),
+        Route(f"{PREFIX}/reset", admin.reset, methods=["POST"]),
     ]

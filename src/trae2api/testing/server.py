@@ -100,6 +100,11 @@ class SimControl:
         """Answer the next valid chat with exactly these ``{event, data, delay?, raw?}``."""
         self._call("POST", "script", events)
 
+    def reset(self) -> dict[str, Any]:
+        """Everything back to the initial state (see ``SimState.reset``)."""
+        result: dict[str, Any] = self._call("POST", "reset")
+        return result
+
     def reset_counters(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("POST", "reset_counters")
         return result
@@ -165,14 +170,14 @@ class SimulatedTrae:
 
     def stop(self) -> None:
         server, thread = self._server, self._thread
+        if self._control is not None:
+            self._control.close()  # first, so that no idle connection delays the shutdown
         if server is not None and thread is not None:
             server.should_exit = True
             thread.join(_STOP_TIMEOUT)
             if thread.is_alive():
                 server.force_exit = True
                 thread.join(_STOP_TIMEOUT)
-        if self._control is not None:
-            self._control.close()
         if self._socket is not None:
             self._socket.close()
         self._server = self._thread = self._socket = self._control = None

@@ -147,21 +147,36 @@ class SimState:
         self.client_ids = frozenset({client_id, *extra_client_ids})
         initial = refresh_token or secrets.token_urlsafe(32)
         self.account = SimAccount(app_id, client_id, user_id, initial)
+        self._initial = (access_ttl, refresh_ttl, copy.deepcopy(models))
+        self._counters = dict.fromkeys(_COUNTERS, 0)
+        self._restore()
+
+    def _restore(self) -> None:
+        access_ttl, refresh_ttl, models = self._initial
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
         self.exchange_delay = 0.0
         self.min_version_code: int | None = None
         self.model_list_fail = False
         self._models = copy.deepcopy(models) if models is not None else default_models()
-        self._refresh: dict[str, _RefreshToken] = {initial: _RefreshToken(clock() + refresh_ttl)}
+        initial = self.account.refresh_token
+        self._refresh = {initial: _RefreshToken(self._clock() + refresh_ttl)}
         self._current_refresh = initial
         self._access: dict[str, tuple[float, str]] = {}
         self._devices: dict[str, tuple[str, str]] = {}
+        active = self._counters["active_streams"]
         self._counters = dict.fromkeys(_COUNTERS, 0)
+        self._counters["active_streams"] = active
         self._fail_next_chats = 0
         self._fail_status = 503
         self._scripts: deque[list[dict[str, Any]]] = deque()
         self._last_chat: dict[str, Any] | None = None
+
+    def reset(self) -> None:
+        """Back to the state at construction: the initial refresh token works again, every
+        access token, switch, script and counter (but ``active_streams``) is forgotten."""
+        with self._lock:
+            self._restore()
 
     # -- configuration -------------------------------------------------------------------------
 

@@ -1,0 +1,564 @@
+"""Benchmark trae2api against the simulated Trae upstream it fronts, side by side.
+
+Two child processes on loopback: the simulator (``python -m trae2api.testing``) and the
+gateway (``trae2api serve``). The same streams are measured two ways:
+
+* direct: the legacy chat body POSTed straight to the simulator's ``/api/ide/v1/chat``;
+* gateway: ``POST /v1/chat/completions`` with ``stream=true`` through trae2api.
+
+The direct requests replay exactly what the gateway sends: one gateway request per prompt is
+made first and the simulator's ``/_sim/last_chat`` gives back its headers (including the
+gateway's access token, which stays valid: access tokens are not single-use) and its body.
+
+Usage: ``python bench/run.py`` (a few minutes on 2 cores), ``python bench/run.py --quick``
+(a smoke run), ``--write-readme`` to refresh the results section of ``bench/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import platform
+import secrets
+import select
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import orjson
+
+from trae2api.config import Settings
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_JSON = BENCH_DIR / "results.json"
+RESULTS_MD = BENCH_DIR / "results.md"
+README = BENCH_DIR / "README.md"
+MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
+ACCOUNT_KEYS = ("APP_ID", "CLIENT_ID", "USER_ID", "REFRESH_TOKEN", "BASE_URL", "REFRESH_TOKEN_URL")
+CHAT_PATH = "/api/ide/v1/chat"
+MODEL = "claude-3-5-sonnet"
+SHORT_PROMPT = "Say hello to the benchmark"
+GOAL_ADDED_TTFB_MS = 2.0
+GOAL_RSS_MB = 150.0
+START_TIMEOUT = 30.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# -- child processes -------------------------------------------------------------------------
+
+
+@dataclass
+class Services:
+    """The two running children and where they listen."""
+
+    sim: subprocess.Popen[bytes]
+    gateway: subprocess.Popen[bytes]
+    sim_url: str
+    gateway_url: str
+    auth_token: str
+    log_dir: Path
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def read_account(proc: subprocess.Popen[bytes], timeout: float = START_TIMEOUT) -> dict[str, str]:
+    """The ``KEY=value`` lines the simulator prints once it is bound."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    account: dict[str, str] = {}
+    while not set(ACCOUNT_KEYS) <= account.keys():
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            raise RuntimeError("the simulator did not print its account in time")
+        line = proc.stdout.readline().decode()
+        if not line:
+            raise RuntimeError(f"the simulator exited with status {proc.wait()}")
+        key, sep, value = line.strip().partition("=")
+        if sep:
+            account[key] = value
+    return account
+
+
+def start_simulator(log: IO[bytes]) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    command = [sys.executable, "-m", "trae2api.testing", "--host", "127.0.0.1", "--port", "0"]
+    # bufsize=0: readline() then reads the pipe byte by byte, so select() stays truthful.
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, bufsize=0)
+    try:
+        return proc, read_account(proc)
+    except BaseException:
+        stop(proc)
+        raise
+
+
+def gateway_env(account: dict[str, str], port: int, data_dir: Path, token: str) -> dict[str, str]:
+    """The inherited environment minus any trae2api setting, plus the benchmark's own."""
+    fields = {name.upper() for name in Settings.model_fields}
+    env = {key: value for key, value in os.environ.items() if key.upper() not in fields}
+    env.update({key: account[key] for key in ACCOUNT_KEYS})
+    env.update(
+        HOST="127.0.0.1",
+        PORT=str(port),
+        DATA_DIR=str(data_dir),
+        AUTH_TOKEN=token,
+        LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+def start_gateway(env: dict[str, str], log: IO[bytes], cwd: Path) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "trae2api", "serve", "--env-file", "/dev/null"]
+    return subprocess.Popen(command, env=env, stdout=log, stderr=log, cwd=cwd)
+
+
+def wait_ready(base_url: str, proc: subprocess.Popen[bytes], timeout: float = START_TIMEOUT) -> None:
+    """Poll ``/readyz`` (then ``/healthz``) until it answers 200."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=5.0, trust_env=False) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the gateway exited with status {proc.returncode}")
+            for path in ("/readyz", "/healthz"):
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(base_url + path).status_code == 200 and path == "/readyz":
+                        return
+            time.sleep(0.1)
+    raise RuntimeError(f"the gateway at {base_url} was not ready within {timeout:g} s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 10 s; only this one child."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+@contextlib.contextmanager
+def services() -> Iterator[Services]:
+    """Start the simulator and the gateway; always stop both (and delete the temp dir)."""
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="trae2api-bench-")))
+        sim_log = stack.enter_context((tmp / "simulator.log").open("wb"))
+        gw_log = stack.enter_context((tmp / "gateway.log").open("wb"))
+        sim, account = start_simulator(sim_log)
+        stack.callback(stop, sim)
+        port, token = free_port(), "bench-" + secrets.token_hex(16)
+        env = gateway_env(account, port, tmp / "data", token)
+        gateway = start_gateway(env, gw_log, tmp)
+        stack.callback(stop, gateway)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(url, gateway)
+        except RuntimeError:
+            sys.stderr.write((tmp / "gateway.log").read_text(errors="replace")[-3000:])
+            raise
+        yield Services(sim, gateway, account["BASE_URL"], url, token, tmp)
+
+
+# -- one stream ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """One way to ask for a stream: where, with what, and how to recognise its chunks."""
+
+    name: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    mark: bytes  # occurs once per content chunk
+    end: bytes  # occurs once the stream is complete
+    expected: int | None  # content chunks per stream, when known
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    ttfb: float
+    total: float
+    chunks: int
+    error: str | None = None
+
+
+class Scanner:
+    """Counts ``mark`` and spots ``end`` in a byte stream, across read boundaries."""
+
+    def __init__(self, mark: bytes, end: bytes) -> None:
+        self.mark, self.end = mark, end
+        self.keep = max(len(mark), len(end)) - 1
+        self.tail = b""
+        self.chunks = 0
+        self.ended = False
+
+    def feed(self, data: bytes) -> int:
+        window = self.tail + data
+        # Marks lying wholly in the tail were counted with the previous read.
+        found = window.count(self.mark) - self.tail.count(self.mark)
+        self.ended = self.ended or self.end in window
+        self.tail = window[-self.keep :]
+        self.chunks += found
+        return found
+
+
+async def run_stream(client: httpx.AsyncClient, target: Target) -> StreamResult:
+    """One request, timed to its first content chunk and to its end."""
+    scanner = Scanner(target.mark, target.end)
+    ttfb = 0.0
+    start = time.perf_counter()
+    try:
+        request = client.stream("POST", target.url, content=target.body, headers=target.headers)
+        async with request as response:
+            if response.status_code != 200:
+                await response.aread()
+                return StreamResult(0.0, 0.0, 0, f"HTTP {response.status_code}")
+            async for data in response.aiter_raw():
+                if scanner.feed(data) and not ttfb:
+                    ttfb = time.perf_counter() - start
+    except httpx.HTTPError as exc:
+        return StreamResult(0.0, 0.0, scanner.chunks, type(exc).__name__)
+    total = time.perf_counter() - start
+    return StreamResult(ttfb, total, scanner.chunks, _stream_error(scanner, target))
+
+
+def _stream_error(scanner: Scanner, target: Target) -> str | None:
+    if not scanner.ended:
+        return "stream did not end"
+    if scanner.chunks == 0 or target.expected not in (None, scanner.chunks):
+        return f"{scanner.chunks} content chunks (expected {target.expected or '> 0'})"
+    return None
+
+
+# -- targets ---------------------------------------------------------------------------------
+
+
+def gateway_target(svc: Services, prompt: str, expected: int | None) -> Target:
+    body = {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": prompt}]}
+    headers = {"authorization": f"Bearer {svc.auth_token}", "content-type": "application/json"}
+    url = svc.gateway_url + "/v1/chat/completions"
+    mark, end = b'"delta":{"content":', b"data: [DONE]"
+    return Target("gateway", url, headers, orjson.dumps(body), mark, end, expected)
+
+
+async def direct_target(client: httpx.AsyncClient, svc: Services, gateway: Target) -> Target:
+    """The simulator-direct twin of ``gateway``: the very request the gateway sent upstream."""
+    result = await run_stream(client, gateway)
+    if result.error:
+        raise RuntimeError(f"the gateway failed the capture request: {result.error}")
+    captured = (await client.get(svc.sim_url + "/_sim/last_chat")).raise_for_status().json()
+    headers = {
+        name: value
+        for name, value in captured["headers"].items()
+        if name.startswith("x-") or name in ("content-type", "accept")
+    }
+    body = orjson.dumps(captured["body"])
+    url = svc.sim_url + CHAT_PATH
+    return Target("direct", url, headers, body, b"event: output", b"event: done", gateway.expected)
+
+
+# -- process figures -------------------------------------------------------------------------
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU time of each process so far (all threads)."""
+    times = {}
+    for name, pid in pids.items():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+        times[name] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return times
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """``VmRSS`` (now) and ``VmHWM`` (peak) in MB, from ``/proc/<pid>/status``."""
+    found = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            found[key] = round(int(value.split()[0]) / 1024, 1)
+    return {"rss_mb": found["VmRSS"], "peak_rss_mb": found["VmHWM"]}
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile ``q`` (0–100) of ``values``; 0 when empty."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def error_summary(results: list[StreamResult]) -> dict[str, Any]:
+    errors = [r.error for r in results if r.error]
+    return {"errors": len(errors), "error_examples": sorted(set(errors))[:3]}
+
+
+# -- phases ----------------------------------------------------------------------------------
+
+
+def latency_summary(results: list[StreamResult]) -> dict[str, Any]:
+    ok = [r for r in results if not r.error]
+    ttfb, total = [r.ttfb for r in ok], [r.total for r in ok]
+    return {
+        "requests": len(results),
+        "ttfb_p50_ms": ms(percentile(ttfb, 50)),
+        "ttfb_p90_ms": ms(percentile(ttfb, 90)),
+        "ttfb_p99_ms": ms(percentile(ttfb, 99)),
+        "total_p50_ms": ms(percentile(total, 50)),
+        "total_p99_ms": ms(percentile(total, 99)),
+        "chunks_per_reply": ok[0].chunks if ok else 0,
+        **error_summary(results),
+    }
+
+
+async def latency_phase(
+    client: httpx.AsyncClient, targets: list[Target], requests: int, warmup: int
+) -> dict[str, Any]:
+    """Sequential requests, alternating which path goes first so drift hits both alike."""
+    samples: dict[str, list[StreamResult]] = {target.name: [] for target in targets}
+    for index in range(warmup + requests):
+        for target in targets if index % 2 == 0 else targets[::-1]:
+            result = await run_stream(client, target)
+            if index >= warmup:
+                samples[target.name].append(result)
+    summary = {name: latency_summary(results) for name, results in samples.items()}
+    direct, gateway = summary["direct"], summary["gateway"]
+    summary["added"] = {
+        "ttfb_p50_ms": round(gateway["ttfb_p50_ms"] - direct["ttfb_p50_ms"], 3),
+        "ttfb_p99_ms": round(gateway["ttfb_p99_ms"] - direct["ttfb_p99_ms"], 3),
+        "ttfb_p50_ratio": round(gateway["ttfb_p50_ms"] / max(direct["ttfb_p50_ms"], 1e-9), 2),
+        "total_p50_ms": round(gateway["total_p50_ms"] - direct["total_p50_ms"], 3),
+    }
+    return summary
+
+
+async def timed_streams(
+    client: httpx.AsyncClient, target: Target, streams: int, duration: float
+) -> tuple[list[StreamResult], float]:
+    """``streams`` workers, each starting streams back to back until ``duration`` is over."""
+    start = time.perf_counter()
+    deadline = start + duration
+
+    async def worker() -> list[StreamResult]:
+        results = [await run_stream(client, target)]
+        while time.perf_counter() < deadline:
+            results.append(await run_stream(client, target))
+        return results
+
+    batches = await asyncio.gather(*(worker() for _ in range(streams)))
+    return [result for batch in batches for result in batch], time.perf_counter() - start
+
+
+async def throughput_run(
+    client: httpx.AsyncClient,
+    target: Target,
+    streams: int,
+    duration: float,
+    pids: dict[str, int],
+    on_start: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Chunks per second at ``streams`` concurrent streams, with each process's CPU share."""
+    warm = await asyncio.gather(*(run_stream(client, target) for _ in range(streams)))
+    if on_start is not None:
+        on_start()
+    before = cpu_seconds(pids)
+    results, elapsed = await timed_streams(client, target, streams, duration)
+    cpu = {name: used - before[name] for name, used in cpu_seconds(pids).items()}
+    chunks = sum(result.chunks for result in results)
+    ok = [result.ttfb for result in results if not result.error]
+    return {
+        "streams_completed": len(results),
+        "seconds": round(elapsed, 3),
+        "chunks": chunks,
+        "chunks_per_s": round(chunks / elapsed),
+        "ttfb_p50_ms": ms(percentile(ok, 50)),
+        "ttfb_p99_ms": ms(percentile(ok, 99)),
+        "cpu_percent": {name: round(100 * used / elapsed) for name, used in cpu.items()},
+        "cpu_us_per_chunk": {name: round(1e6 * used / max(chunks, 1), 1) for name, used in cpu.items()},
+        **error_summary([*warm, *results]),
+    }
+
+
+class Profiler:
+    """``py-spy record`` of the gateway during the largest gateway run (``--profile``)."""
+
+    def __init__(self, pid: int, seconds: float, output: Path) -> None:
+        self.pid, self.seconds, self.output = pid, seconds, output
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = ["py-spy", "record", "--pid", str(self.pid), "--duration", f"{self.seconds:g}"]
+        command += ["--rate", "200", "--format", "raw", "--output", str(self.output)]
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def hotspots(self, top: int = 12) -> dict[str, Any]:
+        """The top functions by own ("self") and inclusive ("total") share of samples."""
+        if self.proc is None:
+            return {}
+        _, err = self.proc.communicate(timeout=self.seconds + 30)
+        if self.proc.returncode != 0 or not self.output.exists():
+            return {"error": err.decode(errors="replace")[-500:]}
+        own: dict[str, int] = {}
+        inclusive: dict[str, int] = {}
+        total = 0
+        for line in self.output.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            frames, samples = stack.split(";"), int(count)
+            total += samples
+            own[frames[-1]] = own.get(frames[-1], 0) + samples
+            for frame in set(frames):
+                inclusive[frame] = inclusive.get(frame, 0) + samples
+        return {"samples": total, "self": _top(own, total, top), "total": _top(inclusive, total, top)}
+
+
+def _top(counts: dict[str, int], total: int, top: int) -> list[list[Any]]:
+    ranked = sorted(counts.items(), key=lambda item: -item[1])[:top]
+    return [[frame, round(100 * count / max(total, 1), 1)] for frame, count in ranked]
+
+
+async def throughput_phase(
+    client: httpx.AsyncClient, svc: Services, targets: list[Target], opts: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Every concurrency level, direct then gateway; the gateway's RSS after each level."""
+    pids = {"simulator": svc.sim.pid, "gateway": svc.gateway.pid, "client": os.getpid()}
+    rows = []
+    for streams in opts.streams:
+        row: dict[str, Any] = {"streams": streams}
+        for target in targets:
+            hook = None
+            if opts.profiler is not None and target.name == "gateway" and streams == opts.streams[-1]:
+                hook = opts.profiler.start
+            row[target.name] = await throughput_run(
+                client, target, streams, opts.duration, pids, hook
+            )
+        row["gateway_over_direct"] = round(
+            row["gateway"]["chunks_per_s"] / max(row["direct"]["chunks_per_s"], 1), 3
+        )
+        row["gateway_memory"] = memory_mb(svc.gateway.pid)
+        rows.append(row)
+    return rows
+
+
+async def measure(svc: Services, opts: argparse.Namespace) -> dict[str, Any]:
+    """All the figures, with the two paths interleaved or back to back."""
+    limit = max(opts.streams) + 16
+    client = httpx.AsyncClient(
+        timeout=httpx.Timeout(120.0),
+        limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+        trust_env=False,
+    )
+    async with client:
+        short = gateway_target(svc, SHORT_PROMPT, None)
+        long = gateway_target(svc, f"[sim:long {opts.chunks}] stream for the benchmark", opts.chunks)
+        short_direct = await direct_target(client, svc, short)
+        long_direct = await direct_target(client, svc, long)
+        idle = memory_mb(svc.gateway.pid)
+        latency = await latency_phase(client, [short_direct, short], opts.requests, opts.warmup)
+        throughput = await throughput_phase(client, svc, [long_direct, long], opts)
+    memory = {
+        "gateway_idle": idle,
+        "gateway": memory_mb(svc.gateway.pid),
+        "simulator": memory_mb(svc.sim.pid),
+        "client": memory_mb(os.getpid()),
+    }
+    return {"latency": latency, "throughput": throughput, "memory": memory}
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+    }
+
+
+def revision() -> str:
+    """The commit benchmarked, marked ``+dirty`` when the working tree has changes."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=BENCH_DIR)
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+dirty" if git("status", "--porcelain", "--", "../src") else "")
+
+
+def total_errors(results: dict[str, Any]) -> int:
+    latency = results["latency"]
+    count = latency["direct"]["errors"] + latency["gateway"]["errors"]
+    for row in results["throughput"]:
+        count += row["direct"]["errors"] + row["gateway"]["errors"]
+    return int(count)
+
+
+def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
+    added = results["latency"]["added"]["ttfb_p50_ms"]
+    top = results["throughput"][-1]
+    errors = total_errors(results)
+    peak = results["memory"]["gateway"]["peak_rss_mb"]
+    return [
+        {
+            "goal": "added TTFB p50 (gateway − direct)",
+            "target": f"≤ {GOAL_ADDED_TTFB_MS:g} ms",
+            "measured": f"{added:.3f} ms",
+            "met": added <= GOAL_ADDED_TTFB_MS,
+        },
+        {
+            "goal": f"{top['streams']} concurrent streams, every request of the run",
+            "target": "200 streams, 0 errors",
+            "measured": f"{errors} errors",
+            "met": errors == 0 and top["streams"] >= 200,
+        },
+        {
+            "goal": "gateway peak RSS (VmHWM)",
+            "target": f"≤ {GOAL_RSS_MB:g} MB",
+            "measured": f"{peak:.1f} MB",
+            "met": peak <= GOAL_RSS_MB,
+        },
+    ]
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table padded so that it also reads well in a terminal."""
+    cells = [headers, *[[str(cell) for cell in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row: list[str]) -> str:
+        return "| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) + " |"
+
+    rule = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
+    return "\n".join([line(cells[0]), rule, *(line(row) for row in cells[1:])])
