@@ -42,7 +42,6 @@ from trae2api.config import Settings
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_JSON = BENCH_DIR / "results.json"
-RESULTS_MD = BENCH_DIR / "results.md"
 README = BENCH_DIR / "README.md"
 MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
 ACCOUNT_KEYS = ("APP_ID", "CLIENT_ID", "USER_ID", "REFRESH_TOKEN", "BASE_URL", "REFRESH_TOKEN_URL")
@@ -127,7 +126,9 @@ def start_gateway(env: dict[str, str], log: IO[bytes], cwd: Path) -> subprocess.
     return subprocess.Popen(command, env=env, stdout=log, stderr=log, cwd=cwd)
 
 
-def wait_ready(base_url: str, proc: subprocess.Popen[bytes], timeout: float = START_TIMEOUT) -> None:
+def wait_ready(
+    base_url: str, proc: subprocess.Popen[bytes], timeout: float = START_TIMEOUT
+) -> None:
     """Poll ``/readyz`` (then ``/healthz``) until it answers 200."""
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=5.0, trust_env=False) as client:
@@ -399,7 +400,9 @@ async def throughput_run(
         "ttfb_p50_ms": ms(percentile(ok, 50)),
         "ttfb_p99_ms": ms(percentile(ok, 99)),
         "cpu_percent": {name: round(100 * used / elapsed) for name, used in cpu.items()},
-        "cpu_us_per_chunk": {name: round(1e6 * used / max(chunks, 1), 1) for name, used in cpu.items()},
+        "cpu_us_per_chunk": {
+            name: round(1e6 * used / max(chunks, 1), 1) for name, used in cpu.items()
+        },
         **error_summary([*warm, *results]),
     }
 
@@ -433,7 +436,11 @@ class Profiler:
             own[frames[-1]] = own.get(frames[-1], 0) + samples
             for frame in set(frames):
                 inclusive[frame] = inclusive.get(frame, 0) + samples
-        return {"samples": total, "self": _top(own, total, top), "total": _top(inclusive, total, top)}
+        return {
+            "samples": total,
+            "self": _top(own, total, top),
+            "total": _top(inclusive, total, top),
+        }
 
 
 def _top(counts: dict[str, int], total: int, top: int) -> list[list[Any]]:
@@ -451,7 +458,11 @@ async def throughput_phase(
         row: dict[str, Any] = {"streams": streams}
         for target in targets:
             hook = None
-            if opts.profiler is not None and target.name == "gateway" and streams == opts.streams[-1]:
+            if (
+                opts.profiler is not None
+                and target.name == "gateway"
+                and streams == opts.streams[-1]
+            ):
                 hook = opts.profiler.start
             row[target.name] = await throughput_run(
                 client, target, streams, opts.duration, pids, hook
@@ -474,7 +485,9 @@ async def measure(svc: Services, opts: argparse.Namespace) -> dict[str, Any]:
     )
     async with client:
         short = gateway_target(svc, SHORT_PROMPT, None)
-        long = gateway_target(svc, f"[sim:long {opts.chunks}] stream for the benchmark", opts.chunks)
+        long = gateway_target(
+            svc, f"[sim:long {opts.chunks}] stream for the benchmark", opts.chunks
+        )
         short_direct = await direct_target(client, svc, short)
         long_direct = await direct_target(client, svc, long)
         idle = memory_mb(svc.gateway.pid)
@@ -509,6 +522,7 @@ def machine() -> dict[str, Any]:
 
 def revision() -> str:
     """The commit benchmarked, marked ``+dirty`` when the working tree has changes."""
+
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=BENCH_DIR)
         return done.stdout.strip()
@@ -558,7 +572,235 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
 
     def line(row: list[str]) -> str:
-        return "| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) + " |"
+        return (
+            "| "
+            + " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            + " |"
+        )
 
     rule = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
     return "\n".join([line(cells[0]), rule, *(line(row) for row in cells[1:])])
+
+
+def latency_table(latency: dict[str, Any]) -> str:
+    keys = ["ttfb_p50_ms", "ttfb_p90_ms", "ttfb_p99_ms", "total_p50_ms", "total_p99_ms"]
+    rows = [
+        [name, *(f"{latency[name][key]:.3f}" for key in keys), latency[name]["errors"]]
+        for name in ("direct", "gateway")
+    ]
+    added = latency["added"]
+    rows.append(
+        [
+            "**added by the gateway**",
+            f"+{added['ttfb_p50_ms']:.3f}",
+            "",
+            f"+{added['ttfb_p99_ms']:.3f}",
+            f"+{added['total_p50_ms']:.3f}",
+            "",
+            "",
+        ]
+    )
+    headers = ["path", "TTFB p50", "TTFB p90", "TTFB p99", "total p50", "total p99", "errors"]
+    return table(headers, rows)
+
+
+def throughput_table(rows: list[dict[str, Any]]) -> str:
+    body = []
+    for row in rows:
+        direct, gateway = row["direct"], row["gateway"]
+        body.append(
+            [
+                row["streams"],
+                f"{direct['chunks_per_s']:,}",
+                f"{gateway['chunks_per_s']:,}",
+                f"{row['gateway_over_direct']:.2f}",
+                f"{direct['ttfb_p50_ms']:.1f} / {gateway['ttfb_p50_ms']:.1f}",
+                f"{direct['errors']} / {gateway['errors']}",
+                f"{gateway['cpu_percent']['gateway']} %",
+                f"{gateway['cpu_us_per_chunk']['gateway']:.1f}",
+                f"{row['gateway_memory']['rss_mb']:.1f}",
+            ]
+        )
+    headers = [
+        "streams",
+        "direct chunks/s",
+        "gateway chunks/s",
+        "gateway ÷ direct",
+        "TTFB p50 ms direct / gateway",
+        "errors direct / gateway",
+        "gateway CPU",
+        "gateway CPU µs/chunk",
+        "gateway RSS MB",
+    ]
+    return table(headers, body)
+
+
+def memory_table(memory: dict[str, Any], top: int) -> str:
+    labels = {
+        "gateway_idle": "gateway, after start-up",
+        "gateway": f"gateway, after the {top}-stream run",
+        "simulator": "simulator (reference)",
+        "client": "load generator (reference)",
+    }
+    rows = [
+        [label, f"{memory[key]['rss_mb']:.1f}", f"{memory[key]['peak_rss_mb']:.1f}"]
+        for key, label in labels.items()
+    ]
+    return table(["process", "RSS MB (VmRSS)", "peak MB (VmHWM)"], rows)
+
+
+def goals_table(results: dict[str, Any]) -> str:
+    rows = [
+        [goal["goal"], goal["target"], goal["measured"], "yes" if goal["met"] else "**no**"]
+        for goal in results["goals"]
+    ]
+    return table(["goal", "target", "measured", "met"], rows)
+
+
+def hotspots_section(profile: dict[str, Any]) -> list[str]:
+    if not profile:
+        return []
+    if "error" in profile:
+        return ["", f"py-spy failed: `{profile['error'].strip()}`"]
+    rows = [[f"`{frame}`", f"{share} %"] for frame, share in profile["self"]]
+    return [
+        "",
+        f"**Gateway hot spots** (py-spy, {profile['samples']} samples during the largest "
+        "gateway run, share of samples where the function itself was running):",
+        "",
+        table(["function", "self"], rows),
+    ]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta, opts, latency = results["meta"], results["options"], results["latency"]
+    box = meta["machine"]
+    top = results["throughput"][-1]["streams"]
+    added = latency["added"]
+    lines = [
+        f"Measured {meta['date']} on {box['nproc']} CPUs ({box['cpu']}), Python {box['python']}, "
+        f"{box['platform']}; trae2api {meta['trae2api']} at {meta['revision']}.",
+        "",
+        f"Command: `{meta['command']}`",
+        "",
+        f"**Latency, short reply** ({latency['gateway']['chunks_per_reply']} content chunks, "
+        f"{opts['requests']} sequential requests per path after {opts['warmup']} warm-up; ms):",
+        "",
+        latency_table(latency),
+        "",
+        f"Added time to first chunk, p50: **{added['ttfb_p50_ms']:.3f} ms** "
+        f"(gateway ÷ direct = {added['ttfb_p50_ratio']:.2f}×).",
+        "",
+        f"**Streaming throughput** (`[sim:long {opts['chunks']}]`: {opts['chunks']} content "
+        f"chunks per stream, {opts['duration']:g} s per level and path):",
+        "",
+        throughput_table(results["throughput"]),
+        "",
+        "**Memory:**",
+        "",
+        memory_table(results["memory"], top),
+        "",
+        "**Goals:**",
+        "",
+        goals_table(results),
+        *hotspots_section(results.get("profile", {})),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_readme(section: str) -> None:
+    """Replace what lies between the result markers of ``bench/README.md``."""
+    text = README.read_text() if README.exists() else f"# Benchmark\n\n{MARK_START}\n{MARK_END}\n"
+    head, found, rest = text.partition(MARK_START)
+    if not found or MARK_END not in rest:
+        raise SystemExit(f"{README} lacks the markers {MARK_START} / {MARK_END}")
+    tail = rest.split(MARK_END, 1)[1]
+    README.write_text(f"{head}{MARK_START}\n{section}{MARK_END}{tail}")
+
+
+# -- command line ----------------------------------------------------------------------------
+
+QUICK = {"requests": 30, "warmup": 5, "streams": [1, 20], "chunks": 50, "duration": 1.0}
+
+
+def levels(text: str) -> list[int]:
+    values = sorted({int(item) for item in text.split(",") if item.strip()})
+    if not values or values[0] < 1:
+        raise argparse.ArgumentTypeError("a comma-separated list of positive integers")
+    return values
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=300, help="sequential requests per path")
+    parser.add_argument("--warmup", type=int, default=30, help="warm-up requests per path")
+    parser.add_argument("--streams", type=levels, default=[1, 50, 200], help="e.g. 1,50,200")
+    parser.add_argument("--chunks", type=int, default=200, help="content chunks per stream")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per level and path")
+    parser.add_argument("--quick", action="store_true", help="small numbers: a smoke run")
+    parser.add_argument("--profile", action="store_true", help="py-spy the gateway under load")
+    parser.add_argument("--write-readme", action="store_true", help="update bench/README.md")
+    parser.add_argument("--output", type=Path, help="JSON results (default bench/results.json)")
+    if "--quick" in argv:
+        parser.set_defaults(**QUICK)
+    opts = parser.parse_args(argv)
+    default = "results-quick.json" if opts.quick else "results.json"
+    opts.output = opts.output or BENCH_DIR / default
+    return opts
+
+
+def describe(opts: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    from trae2api import __version__
+
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "trae2api": __version__,
+        "revision": revision(),
+        "command": shlex.join(["python", "bench/run.py", *argv]),
+    }
+
+
+def run(opts: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    results: dict[str, Any] = {"meta": describe(opts, argv)}
+    keys = ("requests", "warmup", "streams", "chunks", "duration")
+    results["options"] = {key: getattr(opts, key) for key in keys}
+    with services() as svc:
+        opts.profiler = None
+        if opts.profile:
+            seconds = max(1.0, opts.duration - 0.5)
+            opts.profiler = Profiler(svc.gateway.pid, seconds, BENCH_DIR / "profile-gateway.txt")
+        results.update(_run_loop(measure(svc, opts)))
+        if opts.profiler is not None:
+            results["profile"] = opts.profiler.hotspots()
+    results["goals"] = goals(results)
+    return results
+
+
+def _run_loop(job: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    async def main() -> dict[str, Any]:
+        return await job
+
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main())
+    return uvloop.run(main())
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    opts = parse_args(argv)
+    results = run(opts, argv)
+    section = markdown(results)
+    print(section)
+    opts.output.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
+    opts.output.with_suffix(".md").write_text(section)
+    if opts.write_readme:
+        write_readme(section)
+    print(f"wrote {opts.output} and {opts.output.with_suffix('.md')}", file=sys.stderr)
+    return 1 if total_errors(results) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

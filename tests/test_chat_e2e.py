@@ -42,7 +42,8 @@ def test_non_stream_chat(client: openai.OpenAI) -> None:
     assert choice.finish_reason == "stop"
     assert completion.model == "gpt-4o"
     assert completion.id.startswith("chatcmpl-")
-    assert completion.usage is not None and completion.usage.total_tokens > 0
+    assert completion.usage is not None
+    assert completion.usage.total_tokens > 0
     assert not (completion.usage.model_extra or {}).get("estimated")
 
 
@@ -79,7 +80,8 @@ def test_stream_with_sdk_and_estimated_usage(client: openai.OpenAI) -> None:
     )
     chunks = list(stream)
     usage = chunks[-1].usage
-    assert usage is not None and usage.completion_tokens > 0
+    assert usage is not None
+    assert usage.completion_tokens > 0
     assert (usage.model_extra or {}).get("estimated") is True
 
 

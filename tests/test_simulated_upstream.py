@@ -239,6 +239,13 @@ def test_exchange_body_is_strict(
     assert field in response.json()["ResponseMetadata"]["Error"]["Message"]
 
 
+def test_exchange_needs_json(sim: SimulatedTrae, client: httpx.Client) -> None:
+    """An exchange sent as a form is rejected as an invalid parameter."""
+    response = client.post(EXCHANGE, data=exchange_body(sim, sim.account.refresh_token))
+    assert response.status_code == 400
+    assert response.json()["ResponseMetadata"]["Error"]["Code"] == "10001"
+
+
 def test_refresh_token_expires_on_the_clock() -> None:
     """A refresh token presented after refresh_ttl seconds is rejected."""
     now = [1_000_000.0]

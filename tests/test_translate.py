@@ -258,7 +258,8 @@ def test_think_mode_closes_an_unfinished_block() -> None:
 
 
 def _parse(chunk: bytes) -> dict[str, Any]:
-    assert chunk.startswith(b"data: ") and chunk.endswith(b"\n\n")
+    assert chunk.startswith(b"data: ")
+    assert chunk.endswith(b"\n\n")
     return orjson.loads(chunk[6:-2])  # type: ignore[no-any-return]
 
 
@@ -275,7 +276,8 @@ def test_chunk_renderer_shapes() -> None:
     assert chunks[1]["choices"][0]["delta"] == {"content": "hi", "reasoning_content": "hm"}
     assert [c["choices"][0]["finish_reason"] for c in chunks[:3]] == [None, None, "stop"]
     assert all(c["usage"] is None for c in chunks[:3])
-    assert chunks[3]["choices"] == [] and chunks[3]["usage"]["total_tokens"] == 3
+    assert chunks[3]["choices"] == []
+    assert chunks[3]["usage"]["total_tokens"] == 3
 
 
 def test_chunk_renderer_without_usage_has_no_usage_key() -> None:

@@ -102,6 +102,8 @@ class _Upstream:
     async def exchange(self, request: Request) -> Response:
         body, ok = await read_json(request)
         try:
+            if not request.headers.get("content-type", "").startswith("application/json"):
+                raise Invalid("Content-Type", "must be application/json")
             client_id, refresh_token, user_id = check_exchange_body(body if ok else None)
         except Invalid as exc:
             self.state.count("exchanges_rejected")
