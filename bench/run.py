@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -67,6 +67,10 @@ class Services:
     gateway_url: str
     auth_token: str
     log_dir: Path
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {"simulator": self.sim.pid, "gateway": self.gateway.pid, "client": os.getpid()}
 
 
 def free_port() -> int:
@@ -281,12 +285,42 @@ async def direct_target(client: httpx.AsyncClient, svc: Services, gateway: Targe
 
 
 def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
-    """User + system CPU time of each process so far (all threads)."""
+    """User + system CPU time of each process so far (all threads), and of the whole machine
+    (``machine``: every busy jiffy of ``/proc/stat``, whoever spent it)."""
     times = {}
     for name, pid in pids.items():
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
         times[name] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    jiffies = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    times["machine"] = (sum(jiffies[:8]) - jiffies[3] - jiffies[4]) / CLK_TCK  # minus idle, iowait
     return times
+
+
+class CpuMeter:
+    """CPU used by each process since ``start()``, and by the rest of the machine (``other``:
+    other jobs sharing the cores skew every figure, so it is reported alongside)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.before = cpu_seconds(pids)
+        self.started = time.perf_counter()
+
+    def start(self) -> None:
+        self.before, self.started = cpu_seconds(self.pids), time.perf_counter()
+
+    def read(self) -> dict[str, float]:
+        """Seconds of CPU per process since ``start()``, plus ``wall``."""
+        now = cpu_seconds(self.pids)
+        used = {name: now[name] - self.before[name] for name in now}
+        used["other"] = max(0.0, used.pop("machine") - sum(used.values()))
+        used["wall"] = time.perf_counter() - self.started
+        return used
+
+
+def cpu_percent(used: dict[str, float]) -> dict[str, int]:
+    """CPU per process as a percentage of one core over the wall time."""
+    wall = max(used["wall"], 1e-9)
+    return {name: round(100 * value / wall) for name, value in used.items() if name != "wall"}
 
 
 def memory_mb(pid: int) -> dict[str, float]:
@@ -338,16 +372,19 @@ def latency_summary(results: list[StreamResult]) -> dict[str, Any]:
 
 
 async def latency_phase(
-    client: httpx.AsyncClient, targets: list[Target], requests: int, warmup: int
+    client: httpx.AsyncClient, targets: list[Target], meter: CpuMeter, opts: argparse.Namespace
 ) -> dict[str, Any]:
     """Sequential requests, alternating which path goes first so drift hits both alike."""
     samples: dict[str, list[StreamResult]] = {target.name: [] for target in targets}
-    for index in range(warmup + requests):
+    for index in range(opts.warmup + opts.requests):
+        if index == opts.warmup:
+            meter.start()
         for target in targets if index % 2 == 0 else targets[::-1]:
             result = await run_stream(client, target)
-            if index >= warmup:
+            if index >= opts.warmup:
                 samples[target.name].append(result)
-    summary = {name: latency_summary(results) for name, results in samples.items()}
+    summary: dict[str, Any] = {"cpu_percent": cpu_percent(meter.read())}
+    summary.update((name, latency_summary(results)) for name, results in samples.items())
     direct, gateway = summary["direct"], summary["gateway"]
     summary["added"] = {
         "ttfb_p50_ms": round(gateway["ttfb_p50_ms"] - direct["ttfb_p50_ms"], 3),
@@ -379,19 +416,20 @@ async def throughput_run(
     client: httpx.AsyncClient,
     target: Target,
     streams: int,
-    duration: float,
-    pids: dict[str, int],
-    on_start: Callable[[], None] | None = None,
+    opts: argparse.Namespace,
+    meter: CpuMeter,
 ) -> dict[str, Any]:
     """Chunks per second at ``streams`` concurrent streams, with each process's CPU share."""
     warm = await asyncio.gather(*(run_stream(client, target) for _ in range(streams)))
-    if on_start is not None:
-        on_start()
-    before = cpu_seconds(pids)
-    results, elapsed = await timed_streams(client, target, streams, duration)
-    cpu = {name: used - before[name] for name, used in cpu_seconds(pids).items()}
+    profiling = opts.profiler is not None and target.name == "gateway"
+    if profiling and streams == opts.streams[-1]:
+        opts.profiler.start()
+    meter.start()
+    results, elapsed = await timed_streams(client, target, streams, opts.duration)
+    used = meter.read()
     chunks = sum(result.chunks for result in results)
     ok = [result.ttfb for result in results if not result.error]
+    per_chunk = {name: round(1e6 * value / max(chunks, 1), 1) for name, value in used.items()}
     return {
         "streams_completed": len(results),
         "seconds": round(elapsed, 3),
@@ -399,10 +437,8 @@ async def throughput_run(
         "chunks_per_s": round(chunks / elapsed),
         "ttfb_p50_ms": ms(percentile(ok, 50)),
         "ttfb_p99_ms": ms(percentile(ok, 99)),
-        "cpu_percent": {name: round(100 * used / elapsed) for name, used in cpu.items()},
-        "cpu_us_per_chunk": {
-            name: round(1e6 * used / max(chunks, 1), 1) for name, used in cpu.items()
-        },
+        "cpu_percent": cpu_percent(used),
+        "cpu_us_per_chunk": {k: v for k, v in per_chunk.items() if k not in ("wall", "other")},
         **error_summary([*warm, *results]),
     }
 
@@ -452,21 +488,12 @@ async def throughput_phase(
     client: httpx.AsyncClient, svc: Services, targets: list[Target], opts: argparse.Namespace
 ) -> list[dict[str, Any]]:
     """Every concurrency level, direct then gateway; the gateway's RSS after each level."""
-    pids = {"simulator": svc.sim.pid, "gateway": svc.gateway.pid, "client": os.getpid()}
+    meter = CpuMeter(svc.pids)
     rows = []
     for streams in opts.streams:
         row: dict[str, Any] = {"streams": streams}
         for target in targets:
-            hook = None
-            if (
-                opts.profiler is not None
-                and target.name == "gateway"
-                and streams == opts.streams[-1]
-            ):
-                hook = opts.profiler.start
-            row[target.name] = await throughput_run(
-                client, target, streams, opts.duration, pids, hook
-            )
+            row[target.name] = await throughput_run(client, target, streams, opts, meter)
         row["gateway_over_direct"] = round(
             row["gateway"]["chunks_per_s"] / max(row["direct"]["chunks_per_s"], 1), 3
         )
@@ -491,7 +518,8 @@ async def measure(svc: Services, opts: argparse.Namespace) -> dict[str, Any]:
         short_direct = await direct_target(client, svc, short)
         long_direct = await direct_target(client, svc, long)
         idle = memory_mb(svc.gateway.pid)
-        latency = await latency_phase(client, [short_direct, short], opts.requests, opts.warmup)
+        meter = CpuMeter(svc.pids)
+        latency = await latency_phase(client, [short_direct, short], meter, opts)
         throughput = await throughput_phase(client, svc, [long_direct, long], opts)
     memory = {
         "gateway_idle": idle,
@@ -617,6 +645,7 @@ def throughput_table(rows: list[dict[str, Any]]) -> str:
                 f"{direct['ttfb_p50_ms']:.1f} / {gateway['ttfb_p50_ms']:.1f}",
                 f"{direct['errors']} / {gateway['errors']}",
                 f"{gateway['cpu_percent']['gateway']} %",
+                f"{direct['cpu_percent']['other']} / {gateway['cpu_percent']['other']} %",
                 f"{gateway['cpu_us_per_chunk']['gateway']:.1f}",
                 f"{row['gateway_memory']['rss_mb']:.1f}",
             ]
@@ -629,6 +658,7 @@ def throughput_table(rows: list[dict[str, Any]]) -> str:
         "TTFB p50 ms direct / gateway",
         "errors direct / gateway",
         "gateway CPU",
+        "other jobs' CPU direct / gateway",
         "gateway CPU µs/chunk",
         "gateway RSS MB",
     ]
@@ -689,7 +719,8 @@ def markdown(results: dict[str, Any]) -> str:
         latency_table(latency),
         "",
         f"Added time to first chunk, p50: **{added['ttfb_p50_ms']:.3f} ms** "
-        f"(gateway ÷ direct = {added['ttfb_p50_ratio']:.2f}×).",
+        f"(gateway ÷ direct = {added['ttfb_p50_ratio']:.2f}×). CPU used meanwhile by jobs "
+        f"outside the benchmark: {latency['cpu_percent']['other']} % of one core.",
         "",
         f"**Streaming throughput** (`[sim:long {opts['chunks']}]`: {opts['chunks']} content "
         f"chunks per stream, {opts['duration']:g} s per level and path):",

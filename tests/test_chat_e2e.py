@@ -379,3 +379,15 @@ def test_models_without_any_copy_fail_clearly(start_gateway: Any, sim: Simulated
         response = http.get("/v1/models")
     assert response.status_code in (502, 503)
     assert response.json()["error"]["type"] == "upstream_error"
+
+
+def test_non_stream_disconnect_cancels_upstream(gateway: Gateway, sim: SimulatedTrae) -> None:
+    """A client that gives up on a non-streamed request stops the upstream within ~a second."""
+    client = gateway.client(timeout=0.5)
+    with pytest.raises(openai.APITimeoutError):
+        client.chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "go [sim:long 100] [sim:slow 50]"}],
+        )
+    assert wait_for(lambda: sim.control.stats()["cancelled_streams"] == 1, timeout=2.0)
+    assert sim.control.stats()["active_streams"] == 0

@@ -162,6 +162,9 @@ def test_session_id_is_stable_per_conversation_and_client() -> None:
         ("progress_notice", '"working"', None),
         ("heartbeat", "", None),
         ("output", "not json", None),
+        ("output", '"bare text"', Delta("bare text", "")),
+        ("output", "[1]", None),
+        ("error", '"plain failure"', Failure(0, "plain failure")),
     ],
 )
 def test_interpret(event: str, data: str, expected: object) -> None:

@@ -173,18 +173,24 @@ class ChatService:
         content: list[str] = []
         reasoning: list[str] = []
         items = self._relay(self._items(self.body_for(request, trae_model)), _NONSTREAM_TICK)
-        async for item in items:
-            if isinstance(item, Delta):
-                text, thought = progress.delta(item)
-                content.append(text)
-                reasoning.append(thought)
-            else:
-                progress.note(item)
-                if item is None and is_disconnected is not None and await is_disconnected():
-                    raise ClientDisconnected("the client went away")
-            if progress.done:
-                break
-        await items.aclose()
+        checked_at = time.monotonic()
+        try:
+            async for item in items:
+                if isinstance(item, Delta):
+                    text, thought = progress.delta(item)
+                    content.append(text)
+                    reasoning.append(thought)
+                else:
+                    progress.note(item)
+                if progress.done:
+                    break
+                # Nobody would read the answer: stop Trae's work within about a second.
+                if is_disconnected and time.monotonic() - checked_at >= _NONSTREAM_TICK:
+                    checked_at = time.monotonic()
+                    if await is_disconnected():
+                        raise ClientDisconnected("the client went away")
+        finally:
+            await items.aclose()
         content.append(progress.shaper.flush())
         return completion_body(
             completion_id=_completion_id(),

@@ -213,7 +213,12 @@ def interpret(event: SSEEvent) -> Item | None:
     """One upstream event as what it means to us; ``None`` for events that carry nothing."""
     name = event.event
     if name == "output":
-        data = _json_object(event.data)
+        data = _json_value(event.data)
+        if isinstance(data, str):
+            # Protocol §6 leniency: a bare JSON string payload is the answer text itself.
+            return Delta(data, "") if data else None
+        if not isinstance(data, dict):
+            return None
         content = _text(data.get("response"))
         reasoning = _text(data.get("reasoning_content"))
         finish = map_finish_reason(data["finish_reason"]) if data.get("finish_reason") else None
@@ -231,11 +236,15 @@ def interpret(event: SSEEvent) -> Item | None:
     return None
 
 
-def _json_object(data: str) -> dict[str, Any]:
+def _json_value(data: str) -> Any:
     try:
-        value = orjson.loads(data) if data else {}
+        return orjson.loads(data) if data else None
     except orjson.JSONDecodeError:
-        return {}
+        return None
+
+
+def _json_object(data: str) -> dict[str, Any]:
+    value = _json_value(data)
     return value if isinstance(value, dict) else {}
 
 
@@ -267,7 +276,10 @@ def _usage(payload: dict[str, Any]) -> UsageReport:
 
 
 def _failure(data: str) -> Failure:
-    payload = _json_object(data)
+    value = _json_value(data)
+    if isinstance(value, str):
+        return Failure(0, value[:300])
+    payload = value if isinstance(value, dict) else {}
     code = payload.get("code")
     try:
         number = int(code) if code is not None else 0

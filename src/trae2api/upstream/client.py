@@ -86,7 +86,9 @@ class TraeClient:
         with mapped_transport_errors("opening the chat stream"):
             response = await self._http.send(request, stream=True)
         try:
-            if response.status_code != 200:
+            content_type = response.headers.get("content-type", "")
+            if response.status_code != 200 or content_type.startswith("application/json"):
+                # A JSON answer instead of a stream is an error, whatever its status.
                 with mapped_transport_errors("reading an error answer"):
                     content = await response.aread()
                 raise http_error(response.status_code, content, response.headers)
@@ -125,6 +127,10 @@ def http_error(status: int, content: bytes, headers: httpx.Headers) -> ApiError:
     business = _business_error(payload)
     if business is not None and status < 500:
         return business
+    if status == 200:
+        return UpstreamUnavailable(
+            "Trae answered JSON instead of an event stream", code="upstream_unavailable"
+        )
     if status >= 500:
         return UpstreamUnavailable(f"Trae answered HTTP {status}", code="upstream_unavailable")
     return UpstreamError(f"Trae answered HTTP {status}")

@@ -1,0 +1,277 @@
+"""``trae2api serve`` / ``version`` as real child processes: configuration errors and start-up."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from conftest import CLIENT_KEY, free_port, wait_for
+
+from trae2api import __version__
+from trae2api.testing import SimulatedTrae
+
+# A refresh token nobody could mistake for anything else: it must never be echoed.
+CANARY_REFRESH_TOKEN = "rt-CANARY-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+# Nothing listens on the discard port: a gateway started by mistake cannot reach anything real.
+NOWHERE = "http://127.0.0.1:9"
+
+
+def base_env(tmp_path: Path) -> dict[str, str]:
+    """An environment built from scratch: no account variable can leak in from the test run."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "TMPDIR": str(tmp_path),
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+
+
+def account_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A complete, valid account configuration pointing nowhere real."""
+    env = {
+        **base_env(tmp_path),
+        "APP_ID": "6eefa01c-1036-4c7e-9ca5-d891f63bfcd8",
+        "CLIENT_ID": "ono9krqynydwx5",
+        "REFRESH_TOKEN": CANARY_REFRESH_TOKEN,
+        "BASE_URL": NOWHERE,
+        "REFRESH_TOKEN_URL": NOWHERE,
+        "DATA_DIR": str(tmp_path / "data"),
+        "PORT": str(free_port()),
+    }
+    env.update(extra)
+    return env
+
+
+def sim_env(sim: SimulatedTrae, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The account of ``sim`` as an operator would configure it."""
+    account = sim.account
+    return account_env(
+        tmp_path,
+        APP_ID=account.app_id,
+        CLIENT_ID=account.client_id,
+        USER_ID=account.user_id,
+        REFRESH_TOKEN=account.refresh_token,
+        BASE_URL=sim.url,
+        REFRESH_TOKEN_URL=sim.url,
+        **extra,
+    )
+
+
+def run_cli(
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 20
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m trae2api ARGS`` to completion (a server that starts is a timeout)."""
+    return subprocess.run(
+        [sys.executable, "-m", "trae2api", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def assert_config_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """Exit status 2 and one readable stderr line containing every needle; returns the line."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextmanager
+def serving(*args: str, env: dict[str, str], cwd: Path, url: str) -> Iterator[Path]:
+    """``trae2api ARGS`` running until the block ends; yields the path of its output."""
+    log_path = cwd / "serve.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "trae2api", *args],
+            env=env,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            if not wait_for(lambda: healthy(url) or process.poll() is not None, timeout=15):
+                pytest.fail(f"the gateway did not start: {log_path.read_text()}")
+            assert process.poll() is None, log_path.read_text()
+            assert healthy(url), log_path.read_text()
+            yield log_path
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.mark.parametrize(
+    ("variable", "where"),
+    [
+        ("APP_ID", "ai_1_stdout.log"),
+        ("CLIENT_ID", "main.log"),
+        ("REFRESH_TOKEN", "storage.json"),
+    ],
+)
+def test_missing_account_variable_names_it_and_where_to_find_it(
+    tmp_path: Path, variable: str, where: str
+) -> None:
+    """A missing account variable exits 2 with one line naming it and where Trae keeps it."""
+    env = account_env(tmp_path)
+    del env[variable]
+    result = run_cli("serve", "--env-file", "/dev/null", env=env, cwd=tmp_path)
+    assert_config_error(result, variable, where)
+    assert CANARY_REFRESH_TOKEN not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PORT", "not-a-port"),
+        ("PORT", "70000"),
+        ("BASE_URL", "ftp://trae-api-sg.mchost.guru"),
+        ("REFRESH_TOKEN_URL", "trae.example"),
+        ("IDE_VERSION_CODE", "twenty"),
+        ("REASONING_MODE", "bogus"),
+    ],
+)
+def test_malformed_variable_is_named_and_no_secret_is_echoed(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    """A malformed value exits 2 naming the variable and never echoes the refresh token."""
+    env = account_env(tmp_path, **{variable: value})
+    result = run_cli("serve", "--env-file", "/dev/null", env=env, cwd=tmp_path)
+    assert_config_error(result, variable)
+    assert CANARY_REFRESH_TOKEN not in result.stderr + result.stdout
+
+
+def test_empty_refresh_token_counts_as_missing(tmp_path: Path) -> None:
+    """A blank REFRESH_TOKEN is reported like a missing one, not accepted."""
+    env = account_env(tmp_path, REFRESH_TOKEN="   ")
+    result = run_cli("serve", "--env-file", "/dev/null", env=env, cwd=tmp_path)
+    assert_config_error(result, "REFRESH_TOKEN", "storage.json")
+
+
+def test_env_file_in_cwd_is_read(sim: SimulatedTrae, tmp_path: Path) -> None:
+    """The account in ./.env (and nothing in the environment) is enough to start and serve."""
+    configured = sim_env(sim, tmp_path, AUTH_TOKEN=CLIENT_KEY)
+    port = configured["PORT"]
+    account_keys = set(configured) - set(base_env(tmp_path))
+    (tmp_path / ".env").write_text(
+        "".join(f"{key}={configured[key]}\n" for key in sorted(account_keys))
+    )
+    url = f"http://127.0.0.1:{port}"
+    with serving("serve", env=base_env(tmp_path), cwd=tmp_path, url=url):
+        with openai.OpenAI(base_url=f"{url}/v1", api_key=CLIENT_KEY, max_retries=0) as client:
+            models = client.models.list()
+        assert "gpt-4o" in {model.id for model in models.data}
+        assert sim.control.stats()["exchanges_ok"] == 1
+    assert (tmp_path / "data" / "trae2api.sqlite3").exists()
+
+
+def test_explicit_env_file_is_read(sim: SimulatedTrae, tmp_path: Path) -> None:
+    """``--env-file PATH`` reads the account from PATH instead of ./.env."""
+    configured = sim_env(sim, tmp_path)
+    env_file = tmp_path / "elsewhere.env"
+    env_file.write_text(
+        "".join(f"{key}={value}\n" for key, value in configured.items() if key != "PATH")
+    )
+    (tmp_path / ".env").write_text("APP_ID=\n")  # would fail if it were read instead
+    url = f"http://127.0.0.1:{configured['PORT']}"
+    with serving(
+        "serve", "--env-file", str(env_file), env=base_env(tmp_path), cwd=tmp_path, url=url
+    ):
+        assert wait_for(lambda: sim.control.stats()["exchanges_ok"] == 1)
+
+
+def test_host_and_port_flags_override_the_environment(sim: SimulatedTrae, tmp_path: Path) -> None:
+    """``--host/--port`` win over HOST/PORT: a 0.0.0.0 HOST without keys no longer refuses."""
+    env_port, flag_port = free_port(), free_port()
+    env = sim_env(sim, tmp_path, HOST="0.0.0.0", PORT=str(env_port))
+    url = f"http://127.0.0.1:{flag_port}"
+    args = ("serve", "--env-file", "/dev/null", "--host", "127.0.0.1", "--port", str(flag_port))
+    with serving(*args, env=env, cwd=tmp_path, url=url):
+        assert not healthy(f"http://127.0.0.1:{env_port}")
+
+
+def test_public_host_without_auth_token_refuses(tmp_path: Path) -> None:
+    """HOST=0.0.0.0 with no AUTH_TOKEN exits 2 with a message naming AUTH_TOKEN."""
+    env = account_env(tmp_path, HOST="0.0.0.0")
+    result = run_cli("serve", "--env-file", "/dev/null", env=env, cwd=tmp_path)
+    line = assert_config_error(result, "AUTH_TOKEN", "--insecure-no-auth")
+    assert "0.0.0.0" in line
+
+
+def test_public_host_with_insecure_no_auth_starts(sim: SimulatedTrae, tmp_path: Path) -> None:
+    """``--insecure-no-auth`` lets HOST=0.0.0.0 start without keys, and any client is served."""
+    env = sim_env(sim, tmp_path, HOST="0.0.0.0")
+    url = f"http://127.0.0.1:{env['PORT']}"
+    with serving("serve", "--env-file", "/dev/null", "--insecure-no-auth", env=env, cwd=tmp_path, url=url):
+        with openai.OpenAI(base_url=f"{url}/v1", api_key="anything", max_retries=0) as client:
+            assert client.models.list().data
+
+
+def test_version_prints_the_package_version(tmp_path: Path) -> None:
+    """``trae2api version`` prints the version and exits 0."""
+    result = run_cli("version", env=base_env(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == __version__
+
+
+def test_demo_serves_without_any_account(tmp_path: Path) -> None:
+    """``serve --demo`` needs no account variable; the openai SDK lists models and chats."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = ("serve", "--demo", "--env-file", "/dev/null", "--port", str(port))
+    with (
+        serving(*args, env=base_env(tmp_path), cwd=tmp_path, url=url),
+        openai.OpenAI(base_url=f"{url}/v1", api_key="demo", max_retries=0) as client,
+    ):
+        models = [model.id for model in client.models.list().data]
+        assert "gpt-4o" in models
+        reply = client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hello demo"}]
+        )
+        assert "hello demo" in (reply.choices[0].message.content or "")
+
+
+def test_data_dir_that_cannot_be_created_is_named(tmp_path: Path) -> None:
+    """A DATA_DIR below a regular file exits 2 naming DATA_DIR."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    env = account_env(tmp_path, DATA_DIR=str(blocker / "data"))
+    result = run_cli("serve", "--env-file", "/dev/null", env=env, cwd=tmp_path)
+    assert_config_error(result, "DATA_DIR")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to a mode 0500 directory")
+def test_read_only_data_dir_is_named(tmp_path: Path) -> None:
+    """An existing DATA_DIR without write permission exits 2 naming DATA_DIR."""
+    data_dir = tmp_path / "read-only"
+    data_dir.mkdir(mode=0o500)
+    try:
+        env = account_env(tmp_path, DATA_DIR=str(data_dir))
+        result = run_cli("serve", "--env-file", "/dev/null", env=env, cwd=tmp_path)
+        assert_config_error(result, "DATA_DIR")
+    finally:
+        data_dir.chmod(0o700)
