@@ -125,51 +125,104 @@ def serving(*args: str, env: dict[str, str], cwd: Path, url: str) -> Iterator[Pa
                 process.wait()
 
 
-@pytest.mark.parametrize(
-    ("variable", "where"),
-    [
-        ("APP_ID", "ai_1_stdout.log"),
-        ("CLIENT_ID", "main.log"),
-        ("REFRESH_TOKEN", "storage.json"),
-    ],
-)
+MISSING = {"APP_ID": "ai_1_stdout.log", "CLIENT_ID": "main.log", "REFRESH_TOKEN": "storage.json"}
+MALFORMED = [
+    ("PORT", "not-a-port"),
+    ("PORT", "70000"),
+    ("BASE_URL", "ftp://trae-api-sg.mchost.guru"),
+    ("REFRESH_TOKEN_URL", "trae.example"),
+    ("IDE_VERSION_CODE", "twenty"),
+    ("REASONING_MODE", "bogus"),
+]
+
+
+def _failing_cases(root: Path) -> dict[str, dict[str, str]]:
+    """Every start-up that must be refused, as case name -> environment."""
+    cases: dict[str, dict[str, str]] = {}
+    for variable in MISSING:
+        env = account_env(root)
+        del env[variable]
+        cases[f"missing-{variable}"] = env
+    cases["blank-REFRESH_TOKEN"] = account_env(root, REFRESH_TOKEN="   ")
+    for variable, value in MALFORMED:
+        cases[f"malformed-{variable}-{value}"] = account_env(root, **{variable: value})
+    cases["public-host-no-key"] = account_env(root, HOST="0.0.0.0")
+    blocker = root / "not-a-directory"
+    blocker.write_text("")
+    cases["data-dir-blocked"] = account_env(root, DATA_DIR=str(blocker / "data"))
+    return cases
+
+
+@pytest.fixture(scope="module")
+def refused(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, subprocess.CompletedProcess[str]]:
+    """The refused start-ups, run concurrently once (each is a full interpreter start)."""
+    root = tmp_path_factory.mktemp("refused")
+    running = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "trae2api", "serve", "--env-file", "/dev/null"],
+            env=env,
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, env in _failing_cases(root).items()
+    }
+    results = {}
+    for name, process in running.items():
+        try:
+            stdout, stderr = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # it started serving: the test will fail on the status
+            process.kill()
+            stdout, stderr = process.communicate()
+        results[name] = subprocess.CompletedProcess(
+            process.args, process.returncode, stdout, stderr
+        )
+    return results
+
+
+@pytest.mark.parametrize(("variable", "where"), list(MISSING.items()))
 def test_missing_account_variable_names_it_and_where_to_find_it(
-    tmp_path: Path, variable: str, where: str
+    refused: dict[str, subprocess.CompletedProcess[str]], variable: str, where: str
 ) -> None:
     """A missing account variable exits 2 with one line naming it and where Trae keeps it."""
-    env = account_env(tmp_path)
-    del env[variable]
-    result = run_cli("serve", "--env-file", "/dev/null", env=env, cwd=tmp_path)
+    result = refused[f"missing-{variable}"]
     assert_config_error(result, variable, where)
     assert CANARY_REFRESH_TOKEN not in result.stderr + result.stdout
 
 
-@pytest.mark.parametrize(
-    ("variable", "value"),
-    [
-        ("PORT", "not-a-port"),
-        ("PORT", "70000"),
-        ("BASE_URL", "ftp://trae-api-sg.mchost.guru"),
-        ("REFRESH_TOKEN_URL", "trae.example"),
-        ("IDE_VERSION_CODE", "twenty"),
-        ("REASONING_MODE", "bogus"),
-    ],
-)
+@pytest.mark.parametrize(("variable", "value"), MALFORMED)
 def test_malformed_variable_is_named_and_no_secret_is_echoed(
-    tmp_path: Path, variable: str, value: str
+    refused: dict[str, subprocess.CompletedProcess[str]], variable: str, value: str
 ) -> None:
     """A malformed value exits 2 naming the variable and never echoes the refresh token."""
-    env = account_env(tmp_path, **{variable: value})
-    result = run_cli("serve", "--env-file", "/dev/null", env=env, cwd=tmp_path)
+    result = refused[f"malformed-{variable}-{value}"]
     assert_config_error(result, variable)
     assert CANARY_REFRESH_TOKEN not in result.stderr + result.stdout
 
 
-def test_empty_refresh_token_counts_as_missing(tmp_path: Path) -> None:
+def test_empty_refresh_token_counts_as_missing(
+    refused: dict[str, subprocess.CompletedProcess[str]],
+) -> None:
     """A blank REFRESH_TOKEN is reported like a missing one, not accepted."""
-    env = account_env(tmp_path, REFRESH_TOKEN="   ")
-    result = run_cli("serve", "--env-file", "/dev/null", env=env, cwd=tmp_path)
-    assert_config_error(result, "REFRESH_TOKEN", "storage.json")
+    assert_config_error(refused["blank-REFRESH_TOKEN"], "REFRESH_TOKEN", "storage.json")
+
+
+def test_public_host_without_auth_token_refuses(
+    refused: dict[str, subprocess.CompletedProcess[str]],
+) -> None:
+    """HOST=0.0.0.0 with no AUTH_TOKEN exits 2 with a message naming AUTH_TOKEN."""
+    line = assert_config_error(refused["public-host-no-key"], "AUTH_TOKEN", "--insecure-no-auth")
+    assert "0.0.0.0" in line
+
+
+def test_data_dir_that_cannot_be_created_is_named(
+    refused: dict[str, subprocess.CompletedProcess[str]],
+) -> None:
+    """A DATA_DIR below a regular file exits 2 naming DATA_DIR."""
+    assert_config_error(refused["data-dir-blocked"], "DATA_DIR", "cannot create")
 
 
 def test_env_file_in_cwd_is_read(sim: SimulatedTrae, tmp_path: Path) -> None:
@@ -214,19 +267,13 @@ def test_host_and_port_flags_override_the_environment(sim: SimulatedTrae, tmp_pa
         assert not healthy(f"http://127.0.0.1:{env_port}")
 
 
-def test_public_host_without_auth_token_refuses(tmp_path: Path) -> None:
-    """HOST=0.0.0.0 with no AUTH_TOKEN exits 2 with a message naming AUTH_TOKEN."""
-    env = account_env(tmp_path, HOST="0.0.0.0")
-    result = run_cli("serve", "--env-file", "/dev/null", env=env, cwd=tmp_path)
-    line = assert_config_error(result, "AUTH_TOKEN", "--insecure-no-auth")
-    assert "0.0.0.0" in line
-
-
 def test_public_host_with_insecure_no_auth_starts(sim: SimulatedTrae, tmp_path: Path) -> None:
     """``--insecure-no-auth`` lets HOST=0.0.0.0 start without keys, and any client is served."""
     env = sim_env(sim, tmp_path, HOST="0.0.0.0")
     url = f"http://127.0.0.1:{env['PORT']}"
-    with serving("serve", "--env-file", "/dev/null", "--insecure-no-auth", env=env, cwd=tmp_path, url=url):
+    with serving(
+        "serve", "--env-file", "/dev/null", "--insecure-no-auth", env=env, cwd=tmp_path, url=url
+    ):
         with openai.OpenAI(base_url=f"{url}/v1", api_key="anything", max_retries=0) as client:
             assert client.models.list().data
 
@@ -253,15 +300,6 @@ def test_demo_serves_without_any_account(tmp_path: Path) -> None:
             model="gpt-4o", messages=[{"role": "user", "content": "hello demo"}]
         )
         assert "hello demo" in (reply.choices[0].message.content or "")
-
-
-def test_data_dir_that_cannot_be_created_is_named(tmp_path: Path) -> None:
-    """A DATA_DIR below a regular file exits 2 naming DATA_DIR."""
-    blocker = tmp_path / "not-a-directory"
-    blocker.write_text("")
-    env = account_env(tmp_path, DATA_DIR=str(blocker / "data"))
-    result = run_cli("serve", "--env-file", "/dev/null", env=env, cwd=tmp_path)
-    assert_config_error(result, "DATA_DIR")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write to a mode 0500 directory")

@@ -117,6 +117,8 @@ def _lifespan(
             for task in ready.background:
                 task.cancel()
             await asyncio.gather(*ready.background, return_exceptions=True)
+            # A refresh in flight must finish writing the rotated token before the store closes.
+            await ready.account.aclose()
             await ready.http.aclose()
             await ready.store.close()
 

@@ -16,6 +16,7 @@ import structlog
 from trae2api.auth.credentials import Credentials, DeviceIdentity, ExchangeResult, fingerprint
 from trae2api.auth.store import CredentialStore, StoredAccount
 from trae2api.errors import ConfigError, ReauthRequired, UpstreamUnavailable
+from trae2api.log import secrets_registry
 
 REAUTH_MESSAGE = "Trae rejected the stored refresh token; the operator must log in again"
 
@@ -76,7 +77,7 @@ class CredentialManager:
         self._reauth_grace = reauth_grace
         self._log: Logger = logger if logger is not None else structlog.get_logger(__name__)
         self._sleep = sleep
-        self._creds: Credentials | None = None
+        self._held: Credentials | None = None
         self._device: DeviceIdentity | None = None
         self._inflight: asyncio.Task[Credentials] | None = None
         self._reauth = False
@@ -118,6 +119,17 @@ class CredentialManager:
             await self._store.create(account)
         self._creds, self._device = account.credentials, account.device
         self._log.info("credentials.loaded", case=case, **account.credentials.redacted())
+
+    @property
+    def _creds(self) -> Credentials | None:
+        return self._held
+
+    @_creds.setter
+    def _creds(self, value: Credentials | None) -> None:
+        # Every credential this process holds is scrubbed from its logs from now on.
+        if value is not None:
+            secrets_registry.add(value.refresh_token, value.access_token)
+        self._held = value
 
     # -- public API -----------------------------------------------------------------------
 

@@ -56,7 +56,13 @@ class EventStreamResponse(Response):
         self.frames = frames
         self.tracker = tracker
         self.compact = compact
+        self.finished = False
         self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no"})
+
+    def _finish(self, completed: bool) -> None:
+        if not self.finished:
+            self.finished = True
+            self.tracker.stream_finished(completed)
 
     async def _produce(self, send: Send) -> None:
         if self.compact:
@@ -66,11 +72,11 @@ class EventStreamResponse(Response):
                 await asyncio.sleep(frame.delay)
             body = encode_frame(frame, compact=self.compact, seq=seq)
             await send({"type": "http.response.body", "body": body, "more_body": True})
+        self._finish(completed=True)  # before the last byte, so a client never sees it stale
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.tracker.stream_started()
-        completed = False
         tasks: list[asyncio.Task[None]] = []
         try:
             start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
@@ -80,12 +86,11 @@ class EventStreamResponse(Response):
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             if producer.done() and not producer.cancelled():
                 producer.result()  # re-raises a failure of the producer
-                completed = True
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            self.tracker.stream_finished(completed)
+            self._finish(completed=False)  # no-op when the producer got to the end
 
 
 class ResetConnection(Response):
