@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from conftest import CLIENT_KEY, free_port, wait_for
 
+from conftest import CLIENT_KEY, free_port, wait_for
 from trae2api import __version__
 from trae2api.testing import SimulatedTrae
 
@@ -271,11 +271,13 @@ def test_public_host_with_insecure_no_auth_starts(sim: SimulatedTrae, tmp_path: 
     """``--insecure-no-auth`` lets HOST=0.0.0.0 start without keys, and any client is served."""
     env = sim_env(sim, tmp_path, HOST="0.0.0.0")
     url = f"http://127.0.0.1:{env['PORT']}"
-    with serving(
-        "serve", "--env-file", "/dev/null", "--insecure-no-auth", env=env, cwd=tmp_path, url=url
+    with (
+        serving(
+            "serve", "--env-file", "/dev/null", "--insecure-no-auth", env=env, cwd=tmp_path, url=url
+        ),
+        openai.OpenAI(base_url=f"{url}/v1", api_key="anything", max_retries=0) as client,
     ):
-        with openai.OpenAI(base_url=f"{url}/v1", api_key="anything", max_retries=0) as client:
-            assert client.models.list().data
+        assert client.models.list().data
 
 
 def test_version_prints_the_package_version(tmp_path: Path) -> None:

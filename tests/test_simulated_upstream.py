@@ -258,23 +258,27 @@ def test_refresh_token_expires_on_the_clock() -> None:
 
 
 def test_concurrent_exchanges_with_one_token_lose_one(sim: SimulatedTrae) -> None:
-    """With exchange_delay the two exchanges overlap, and only the first use of the token wins."""
+    """With exchange_delay two exchanges overlap, and only the first use of the token wins."""
     sim.control.configure(exchange_delay=0.3)
-    statuses: list[int] = []
+    results: list[tuple[int, float, float]] = []
+    barrier = threading.Barrier(2)
 
     def run() -> None:
         with httpx.Client(base_url=sim.url) as http:
             body = exchange_body(sim, sim.account.refresh_token)
-            statuses.append(http.post(EXCHANGE, json=body).status_code)
+            barrier.wait()
+            started = time.monotonic()
+            status = http.post(EXCHANGE, json=body).status_code
+            results.append((status, started, time.monotonic()))
 
     threads = [threading.Thread(target=run) for _ in range(2)]
-    started = time.monotonic()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(statuses) == [200, 400]
-    assert time.monotonic() - started < 0.55
+    assert sorted(status for status, _, _ in results) == [200, 400]
+    assert max(start for _, start, _ in results) < min(end for _, _, end in results)
+    assert all(end - start >= 0.25 for _, start, end in results)
 
 
 # -- authentication and headers (§3) -----------------------------------------------------------
@@ -585,6 +589,8 @@ def test_midstream_error_directive(sim: SimulatedTrae, client: httpx.Client, tok
         ("[sim:finish length]", lambda ev: ev[-1] == ("done", {"finish_reason": "length"})),
         ("[sim:done-empty]", lambda ev: ev[-1] == ("done", {})),
         ("[sim:frobnicate]", lambda ev: ev[0][1]["code"] == 4001 and len(ev) == 1),
+        ("[sim:http 42]", lambda ev: "[sim:http 42]" in ev[0][1]["message"]),
+        ("[sim:wait nan]", lambda ev: ev[0][0] == "error"),
         ("[sim:nodone] [sim:nousage] x", lambda ev: names(ev)[-1] == "output"),
     ],
 )

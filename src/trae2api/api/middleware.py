@@ -5,6 +5,7 @@ They wrap ``send``/``receive`` only; they must not buffer response bodies (strea
 
 from __future__ import annotations
 
+import string
 import time
 import uuid
 
@@ -55,12 +56,16 @@ class RequestContext:
             structlog.contextvars.unbind_contextvars("request_id")
 
 
+_ID_CHARS = frozenset(string.ascii_letters + string.digits + "-_.")
+
+
 def _incoming_id(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
         if name == b"x-request-id":
             text: str = value.decode("latin-1")
-            # Only a plain token is echoed back, so a header cannot be injected through it.
-            if 0 < len(text) <= 128 and all(c.isalnum() or c in "-_." for c in text):
+            # Only a plain ASCII token is echoed back, so a header cannot be injected through it
+            # (str.isalnum alone also accepts letters such as "é" or "²").
+            if 0 < len(text) <= 128 and all(c in _ID_CHARS for c in text):
                 return text
     return None
 

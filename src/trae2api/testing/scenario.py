@@ -86,12 +86,16 @@ def _apply(found: Directives, name: str, arg: str) -> None:
         found.flags.add(name)
     elif name in _INT_ARG:
         value = int(arg)
+        if value < 0 or (name == "http" and not 200 <= value <= 599):
+            raise ValueError(name)
         if name == "slow":
             found.slow_ms = value
         else:
             setattr(found, name.replace("-", "_"), value)
     elif name == "wait":
         found.wait = float(arg)
+        if not found.wait >= 0:
+            raise ValueError(name)
     elif name == "finish" and arg:
         found.finish = arg
     else:
