@@ -96,7 +96,7 @@ def test_legacy_body_single_turn() -> None:
 
 
 def test_legacy_body_multi_turn() -> None:
-    """History carries every earlier message; an assistant last turn fills last_llm_response_info."""
+    """History carries earlier messages; an assistant last turn fills last_llm_response_info."""
     turns = [Turn("system", "sys"), Turn("user", "q1"), Turn("assistant", "a1")]
     turns.append(Turn("user", "q2"))
     body = build_legacy_body(turns, CTX)
