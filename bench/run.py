@@ -241,7 +241,9 @@ async def run_stream(client: httpx.AsyncClient, target: Target) -> StreamResult:
                 if scanner.feed(data) and not ttfb:
                     ttfb = time.perf_counter() - start
     except httpx.HTTPError as exc:
-        return StreamResult(0.0, 0.0, scanner.chunks, type(exc).__name__)
+        where = f"after {scanner.chunks} chunks" if ttfb else "before the first chunk"
+        error = f"{type(exc).__name__} {where}: {exc!r:.120}"
+        return StreamResult(0.0, 0.0, scanner.chunks, error)
     total = time.perf_counter() - start
     return StreamResult(ttfb, total, scanner.chunks, _stream_error(scanner, target))
 
@@ -504,11 +506,13 @@ async def throughput_phase(
 async def measure(svc: Services, opts: argparse.Namespace) -> dict[str, Any]:
     """All the figures, with the two paths interleaved or back to back."""
     limit = max(opts.streams) + 16
-    client = httpx.AsyncClient(
-        timeout=httpx.Timeout(120.0),
-        limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
-        trust_env=False,
+    # Idle connections are dropped after 1 s, well before uvicorn's 5 s keep-alive timeout on
+    # both servers: with equal timers a request can go out on a connection the server is just
+    # closing (httpx ReadError), and each timed run leaves the other path idle for ~5 s.
+    limits = httpx.Limits(
+        max_connections=limit, max_keepalive_connections=limit, keepalive_expiry=1.0
     )
+    client = httpx.AsyncClient(timeout=httpx.Timeout(120.0), limits=limits, trust_env=False)
     async with client:
         short = gateway_target(svc, SHORT_PROMPT, None)
         long = gateway_target(
@@ -812,6 +816,10 @@ def run(opts: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         results.update(_run_loop(measure(svc, opts)))
         if opts.profiler is not None:
             results["profile"] = opts.profiler.hotspots()
+        results["logs"] = {
+            name: (svc.log_dir / f"{name}.log").read_text(errors="replace").splitlines()[-30:]
+            for name in ("gateway", "simulator")
+        }
     results["goals"] = goals(results)
     return results
 

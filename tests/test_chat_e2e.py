@@ -184,8 +184,8 @@ def test_n_greater_than_one_is_rejected(client: openai.OpenAI) -> None:
         ("[sim:error 4011]", 429, "rate_limit_exceeded", True),
         ("[sim:error 4028]", 429, "rate_limit_exceeded", True),
         ("[sim:error 4050]", 429, "rate_limit_exceeded", True),
-        ("[sim:error 4008]", 429, "insufficient_quota", False),
-        ("[sim:error 1005]", 429, "insufficient_quota", False),
+        ("[sim:error 4008]", 429, "insufficient_quota", True),
+        ("[sim:error 1005]", 429, "insufficient_quota", True),
         ("[sim:error 4001]", 400, "invalid_request", False),
         ("[sim:error 4023]", 404, "model_not_found", False),
         ("[sim:error 4017]", 403, "permission_denied", False),
@@ -391,3 +391,33 @@ def test_non_stream_disconnect_cancels_upstream(gateway: Gateway, sim: Simulated
         )
     assert wait_for(lambda: sim.control.stats()["cancelled_streams"] == 1, timeout=2.0)
     assert sim.control.stats()["active_streams"] == 0
+
+
+def test_quota_errors_tell_sdks_not_to_retry(gateway: Gateway) -> None:
+    """An exhausted quota carries x-should-retry: false so SDKs do not hammer Trae."""
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "[sim:error 4008]"}]}
+    with gateway.http() as http:
+        response = http.post("/v1/chat/completions", json=body)
+    assert response.headers["x-should-retry"] == "false"
+    assert int(response.headers["retry-after"]) > 0
+
+
+def test_expired_right_after_start_needs_one_exchange(gateway: Gateway, sim: SimulatedTrae) -> None:
+    """Tokens revoked just after start-up are replaced by one shared exchange for 20 requests."""
+    assert wait_for(lambda: sim.control.stats()["exchanges_ok"] == 1)
+    sim.control.configure(exchange_delay=0.3)
+    sim.control.expire_access()
+    client = gateway.client()
+
+    def ask(index: int) -> str | None:
+        completion = client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": f"n{index}"}]
+        )
+        return completion.choices[0].message.content
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(ask, range(20)))
+    assert answers == [f"Hello! You said: n{i} (turn 0)" for i in range(20)]
+    assert sim.control.stats()["exchanges_ok"] == 2

@@ -291,12 +291,15 @@ async def test_refresh_after_rejection(h: Harness) -> None:
     assert h.exchanger.calls == 2
 
 
-async def test_rejection_of_a_fresh_token_does_not_exchange(h: Harness) -> None:
-    """A token obtained moments ago and rejected is returned as is instead of rotating again."""
+async def test_rejection_of_a_fresh_token_exchanges_once_for_all(h: Harness) -> None:
+    """A freshly issued token that Trae revokes is replaced by one exchange shared by all."""
     mgr = await h.manager()
     token = await mgr.access_token()
-    assert await mgr.refresh_after_rejection(token) == token
-    assert h.exchanger.calls == 1
+    h.exchanger.delay = 0.05
+    renewed = await asyncio.gather(*(mgr.refresh_after_rejection(token) for _ in range(10)))
+    assert len(set(renewed)) == 1
+    assert renewed[0] != token
+    assert h.exchanger.calls == 2
 
 
 async def test_durable_write_before_return(h: Harness) -> None:

@@ -78,9 +78,12 @@ def test_bearer_and_x_api_key_are_both_accepted(gateway: Gateway) -> None:
         assert bearer.models.list().data
     with sdk(gateway.url, default_headers={"x-api-key": CLIENT_KEY}) as by_header:
         assert by_header.models.list(extra_headers=NO_AUTH_HEADER).data
-    with sdk(gateway.url, default_headers={"x-api-key": "not-the-key-123456"}) as wrong:
-        with pytest.raises(openai.AuthenticationError):
-            wrong.models.list(extra_headers=NO_AUTH_HEADER)
+    wrong_header = {"x-api-key": "not-the-key-123456"}
+    with (
+        sdk(gateway.url, default_headers=wrong_header) as wrong,
+        pytest.raises(openai.AuthenticationError),
+    ):
+        wrong.models.list(extra_headers=NO_AUTH_HEADER)
 
 
 def test_every_comma_separated_key_is_accepted(start_gateway: Any) -> None:
@@ -221,6 +224,7 @@ def test_readyz_is_not_ready_after_the_refresh_token_was_rejected(
     gateway = start_gateway(refresh_token="never-issued-refresh-token-0000")
     assert wait_for(lambda: sim.control.stats()["exchanges_rejected"] == 1)
     with gateway.http(key=None) as http:
+        assert wait_for(lambda: http.get("/readyz").json()["credentials"] == "reauth_required")
         response = http.get("/readyz")
     assert response.status_code == 503
     assert response.json()["status"] == "not_ready"
@@ -384,7 +388,7 @@ def test_no_secret_reaches_the_log_or_any_response(sim: SimulatedTrae, tmp_path:
             sdk(gateway.url, "bad-key-0123456789", http_client=http_client) as stranger,
         ):
             assert client.models.list().data
-            client.chat.completions.create(**CHAT)
+            client.chat.completions.create(**CHAT, max_tokens=50)  # logs a DEBUG line
             access_tokens.add(sim.control.last_chat()["headers"]["x-ide-token"])
             stream = client.chat.completions.create(**CHAT, stream=True)
             assert "You said: hi" in "".join(

@@ -59,8 +59,8 @@ def test_business_code(payload: object, expected: tuple[int, str] | None) -> Non
     ("code", "status", "error_type", "retry_after"),
     [
         (1001, 401, "upstream_error", None),
-        (1005, 429, "insufficient_quota", None),
-        (4008, 429, "insufficient_quota", None),
+        (1005, 429, "insufficient_quota", 3600),
+        (4008, 429, "insufficient_quota", 3600),
         (4011, 429, "rate_limit_error", 5),
         (4028, 429, "rate_limit_error", 5),
         (4050, 429, "rate_limit_error", 30),

@@ -53,7 +53,6 @@ _WORKSPACES = {
     "macOS": "/Users/trae/workspace",
     "Linux": "/home/trae/workspace",
 }
-_QUEUE_RETRY_AFTER = 30
 _NONSTREAM_TICK = 1.0
 
 
@@ -124,8 +123,7 @@ class _Progress:
         ):
             raise QueueTimeout(
                 f"Trae kept the request queued for more than {self._queue_timeout:g} s "
-                f"(QUEUE_TIMEOUT); try again later",
-                retry_after=_QUEUE_RETRY_AFTER,
+                f"(QUEUE_TIMEOUT); try again later"
             )
 
     def usage_payload(self, prompt_text: str) -> dict[str, Any]:

@@ -39,6 +39,10 @@ class ApiError(GatewayError):
     status = 500
     type = "api_error"
     code: str | None = None
+    # Seconds a client should wait; every 429 and 503 carries one (protocol §7 CHOICE).
+    default_retry_after: int | None = None
+    # False tells the openai SDKs not to retry on their own (their ``x-should-retry`` header).
+    should_retry: bool | None = None
 
     def __init__(
         self,
@@ -49,6 +53,7 @@ class ApiError(GatewayError):
         status: int | None = None,
         type: str | None = None,
         retry_after: int | None = None,
+        should_retry: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -59,7 +64,9 @@ class ApiError(GatewayError):
             self.status = status
         if type is not None:
             self.type = type
-        self.retry_after = retry_after
+        self.retry_after = retry_after if retry_after is not None else self.default_retry_after
+        if should_retry is not None:
+            self.should_retry = should_retry
 
     def envelope(self) -> dict[str, Any]:
         """The body OpenAI clients parse: ``{"error": {message, type, param, code}}``."""
@@ -74,9 +81,12 @@ class ApiError(GatewayError):
 
     def headers(self) -> dict[str, str]:
         """Response headers that belong with this error (``Retry-After`` on 429/503)."""
+        headers = {}
         if self.retry_after is not None:
-            return {"Retry-After": str(self.retry_after)}
-        return {}
+            headers["Retry-After"] = str(self.retry_after)
+        if self.should_retry is not None:
+            headers["x-should-retry"] = "true" if self.should_retry else "false"
+        return headers
 
 
 class InvalidRequest(ApiError):
@@ -129,15 +139,20 @@ class ReauthRequired(UpstreamError):
     status = 503
     type = "upstream_error"
     code = "reauth_required"
+    # Only the operator can fix this (a new login): retrying soon cannot help.
+    default_retry_after = 300
+    should_retry = False
 
 
 class QueueTimeout(UpstreamError):
     status = 503
     code = "upstream_queue_timeout"
+    default_retry_after = 30
 
 
 _RATE_LIMIT_RETRY_AFTER = 5
 _QUEUE_FULL_RETRY_AFTER = 30
+_QUOTA_RETRY_AFTER = 3600
 
 
 def from_business_code(code: int, message: str) -> UpstreamError:
@@ -154,6 +169,8 @@ def from_business_code(code: int, message: str) -> UpstreamError:
             status=429,
             type="insufficient_quota",
             code="insufficient_quota",
+            retry_after=_QUOTA_RETRY_AFTER,
+            should_retry=False,
         )
     if code in (4011, 4028):
         return UpstreamRejected(

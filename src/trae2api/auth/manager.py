@@ -184,8 +184,7 @@ class CredentialManager:
     async def refresh_after_rejection(self, rejected_access_token: str) -> str:
         """The upstream refused ``rejected_access_token`` (401/1001): a token to retry with.
 
-        Returns the same token when it was obtained less than ``min_refresh_interval`` ago:
-        exchanging again would not help, and the caller should give up (protocol §7).
+        Concurrent callers rejected with the same token share one exchange (protocol §7).
         """
         creds = self._current()
         if creds.access_token != rejected_access_token:
@@ -261,8 +260,13 @@ class CredentialManager:
             return False
         exchanged_at = self._recent_exchange_at(creds)
         if exchanged_at is not None and now - exchanged_at < self._min_interval:
-            self._log.warning("credentials.rejected_fresh_token", version=creds.version)
-            return False
+            # Still exchange: Trae may have revoked the token (or the operator's test expired
+            # it); each request asks at most once, so this cannot loop. It is worth a warning.
+            self._log.warning(
+                "credentials.rejected_fresh_token",
+                version=creds.version,
+                age_seconds=round(now - exchanged_at, 1),
+            )
         return True
 
     async def _shared_refresh(self, rejected: str | None) -> Credentials:
