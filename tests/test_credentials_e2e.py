@@ -267,3 +267,15 @@ def test_sigkill_right_after_a_refresh_keeps_the_newest_token(
     assert after["exchanges_ok"] == 2
     assert after["exchanges_rejected"] == 0
     assert stored(tmp_path / "data")["refresh_token"] == after["current_refresh_token"]
+
+
+def test_short_lived_tokens_refresh_at_half_life(sim: SimulatedTrae, start_gateway: Any) -> None:
+    """Access tokens shorter-lived than REFRESH_MARGIN are renewed in the background at half-life."""
+    sim.control.configure(access_ttl=2)
+    gateway = start_gateway()
+    assert wait_for(lambda: sim.control.stats()["exchanges_ok"] >= 3, timeout=6)
+    completion = gateway.client().chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "still there?"}]
+    )
+    assert completion.choices[0].message.content == "Hello! You said: still there? (turn 0)"
+    assert sim.control.stats()["auth_rejections"] == 0

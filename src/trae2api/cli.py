@@ -104,9 +104,15 @@ def _serve_demo(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         },
     )
     require_safe_bind(settings, insecure_no_auth=args.insecure_no_auth)
-    configure_logging(settings.log_level, settings.log_format)
-    log.info("demo_mode", simulated_upstream=sim_url, data_dir=str(data_dir))
+    # Built before logging is configured: uvicorn's own config would replace our handlers.
     simulator = make_server(state)
+    configure_logging(settings.log_level, settings.log_format)
+    log.info(
+        "demo_mode",
+        simulated_upstream=sim_url,
+        data_dir=str(data_dir),
+        try_it=f"OpenAI(base_url='http://{settings.host}:{settings.port}/v1', api_key='demo')",
+    )
     _run(_run_servers(settings, simulator.serve(sockets=[sock])))
     return 0
 
@@ -129,6 +135,7 @@ async def _run_servers(settings: Settings, *extra: Any) -> None:
         http="httptools",
         ws="none",
         log_config=None,
+        log_level=settings.log_level.lower(),
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=10,

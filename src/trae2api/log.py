@@ -77,6 +77,8 @@ def redact(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> Event
 
 
 def _scrub_rendered(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    # uvicorn's colourised duplicate of the message is noise in structured logs.
+    event_dict.pop("color_message", None)
     # Exception text is rendered late (format_exc_info): scrub it once more.
     for key in ("exception", "event"):
         if isinstance(event_dict.get(key), str):

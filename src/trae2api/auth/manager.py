@@ -242,7 +242,9 @@ class CredentialManager:
             # A token we got moments ago that already looks due means the clocks disagree (or
             # the lifetime is shorter than the margin); another exchange would not fix that
             # and would rotate the refresh token on every request.
-            due = max(due, exchanged_at + self._min_interval)
+            # Short-lived tokens (shorter than the margin) are refreshed at half-life instead.
+            lifetime = creds.access_expires_at - exchanged_at
+            due = max(due, exchanged_at + min(self._min_interval, lifetime / 2))
         return due
 
     def _recent_exchange_at(self, creds: Credentials) -> float | None:
