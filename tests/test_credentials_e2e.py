@@ -270,7 +270,7 @@ def test_sigkill_right_after_a_refresh_keeps_the_newest_token(
 
 
 def test_short_lived_tokens_refresh_at_half_life(sim: SimulatedTrae, start_gateway: Any) -> None:
-    """Access tokens shorter-lived than REFRESH_MARGIN are renewed in the background at half-life."""
+    """Tokens shorter-lived than REFRESH_MARGIN are renewed in the background at half-life."""
     sim.control.configure(access_ttl=2)
     gateway = start_gateway()
     assert wait_for(lambda: sim.control.stats()["exchanges_ok"] >= 3, timeout=6)
