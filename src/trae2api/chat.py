@@ -170,16 +170,19 @@ class ChatService:
         progress = _Progress(request, self._tuning, time.monotonic)
         content: list[str] = []
         reasoning: list[str] = []
-        items = self._relay(self._items(self.body_for(request, trae_model)), _NONSTREAM_TICK)
+        batches = self._relay(self._items(self.body_for(request, trae_model)), _NONSTREAM_TICK)
         checked_at = time.monotonic()
         try:
-            async for item in items:
-                if isinstance(item, Delta):
-                    text, thought = progress.delta(item)
-                    content.append(text)
-                    reasoning.append(thought)
-                else:
-                    progress.note(item)
+            async for batch in batches:
+                for item in batch or (None,):
+                    if isinstance(item, Delta):
+                        text, thought = progress.delta(item)
+                        content.append(text)
+                        reasoning.append(thought)
+                    else:
+                        progress.note(item)
+                    if progress.done:
+                        break
                 if progress.done:
                     break
                 # Nobody would read the answer: stop Trae's work within about a second.
@@ -188,7 +191,7 @@ class ChatService:
                     if await is_disconnected():
                         raise ClientDisconnected("the client went away")
         finally:
-            await items.aclose()
+            await batches.aclose()
         content.append(progress.shaper.flush())
         return completion_body(
             completion_id=_completion_id(),
@@ -207,59 +210,42 @@ class ChatService:
         return _prepend(first, chunks)
 
     async def _sse(self, request: ChatRequest, trae_model: str) -> AsyncIterator[bytes]:
-        renderer = ChunkRenderer(
-            _completion_id(), int(self._clock()), request.model, request.include_usage
+        writer = _StreamWriter(
+            ChunkRenderer(
+                _completion_id(), int(self._clock()), request.model, request.include_usage
+            ),
+            _Progress(request, self._tuning, time.monotonic),
         )
-        progress = _Progress(request, self._tuning, time.monotonic)
-        items = self._relay(
+        batches = self._relay(
             self._items(self.body_for(request, trae_model)), self._tuning.keepalive_interval
         )
-        sent = role_sent = False
         try:
-            async for item in items:
-                if isinstance(item, Delta):
-                    if not role_sent:
-                        yield renderer.role()
-                        sent = role_sent = True
-                    content, reasoning = progress.delta(item)
-                    if content or reasoning:
-                        yield renderer.delta(content, reasoning)
-                else:
-                    progress.note(item)
-                    if item is None or isinstance(item, Queued):
-                        yield _comment(item)
-                        sent = True
-                if progress.done:
+            async for batch in batches:
+                out = writer.batch(batch)
+                if out:
+                    yield out
+                if writer.progress.done:
                     break
         except ApiError as exc:
-            if not sent:
+            if not writer.sent:
                 raise
             log.warning("stream_failed_in_band", code=exc.code, reason=exc.message)
-            yield error_event(exc.envelope())
-            yield DONE
+            yield error_event(exc.envelope()) + DONE
             return
         finally:
-            await items.aclose()
-        if not role_sent:
-            yield renderer.role()
-        tail = progress.shaper.flush()
-        if tail:
-            yield renderer.delta(tail, "")
-        yield renderer.finish(progress.finish or "stop")
-        if request.include_usage:
-            yield renderer.usage(progress.usage_payload(_prompt_text(request)))
-        yield DONE
+            await batches.aclose()
+        yield writer.ending(request.include_usage, _prompt_text(request))
 
-    async def _items(self, body: dict[str, Any]) -> AsyncIterator[Item]:
+    async def _items(self, body: dict[str, Any]) -> AsyncIterator[list[Item]]:
         """Upstream items for one request, with retries while nothing has been produced."""
         attempt, refreshed = 0, False
         token = await self._account.access_token()
         while True:
             produced = False
             try:
-                async for item in self._attempt(body, token):
-                    produced = produced or isinstance(item, Delta | Finished)
-                    yield item
+                async for batch in self._attempt(body, token):
+                    produced = produced or any(isinstance(i, Delta | Finished) for i in batch)
+                    yield batch
                 if not produced:
                     raise UpstreamUnavailable("Trae ended the stream without an answer")
                 return
@@ -281,29 +267,37 @@ class ChatService:
                 log.info("upstream_retry", attempt=attempt, reason=exc.message, delay=delay)
                 await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311
 
-    async def _attempt(self, body: dict[str, Any], token: str) -> AsyncIterator[Item]:
-        async with self._upstream.chat(body, token, self._account.device) as events:
+    async def _attempt(self, body: dict[str, Any], token: str) -> AsyncIterator[list[Item]]:
+        async with self._upstream.chat(body, token, self._account.device) as batches:
             self._health.success()
-            async for event in events:
-                item = interpret(event)
-                if isinstance(item, Failure):
-                    raise from_business_code(item.code, item.message)
-                if item is not None:
-                    yield item
+            async for events in batches:
+                items: list[Item] = []
+                for event in events:
+                    item = interpret(event)
+                    if isinstance(item, Failure):
+                        if items:
+                            yield items  # what came before the error still counts
+                        raise from_business_code(item.code, item.message)
+                    if item is not None:
+                        items.append(item)
+                if items:
+                    yield items
 
     @staticmethod
-    async def _relay(items: AsyncIterator[Item], tick: float) -> AsyncGenerator[Item | None, None]:
-        """Items as they come, and ``None`` after every ``tick`` seconds of silence.
+    async def _relay(
+        batches: AsyncIterator[list[Item]], tick: float
+    ) -> AsyncGenerator[list[Item] | None, None]:
+        """Batches as they come, and ``None`` after every ``tick`` seconds of silence.
 
         The upstream is read by its own task so that a silent upstream can be waited on
         with a timeout without cancelling (and so losing) the read in progress.
         """
-        queue: asyncio.Queue[Item | _End] = asyncio.Queue()
+        queue: asyncio.Queue[list[Item] | _End] = asyncio.Queue()
 
         async def pump() -> None:
             try:
-                async for item in items:
-                    queue.put_nowait(item)
+                async for batch in batches:
+                    queue.put_nowait(batch)
             except Exception as exc:
                 queue.put_nowait(_End(exc))
             else:
@@ -326,6 +320,50 @@ class ChatService:
         finally:
             # Cancelling the reader closes the upstream response (client gone or answer done).
             task.cancel()
+
+
+class _StreamWriter:
+    """Turns item batches into SSE bytes: role first, deltas, comments, then the ending."""
+
+    def __init__(self, renderer: ChunkRenderer, progress: _Progress) -> None:
+        self.renderer = renderer
+        self.progress = progress
+        self.sent = False
+        self._role_sent = False
+
+    def batch(self, batch: list[Item] | None) -> bytes:
+        if batch is None:
+            self.progress.note(None)
+            self.sent = True
+            return _comment(None)
+        out: list[bytes] = []
+        for item in batch:
+            if isinstance(item, Delta):
+                if not self._role_sent:
+                    out.append(self.renderer.role())
+                    self._role_sent = True
+                content, reasoning = self.progress.delta(item)
+                if content or reasoning:
+                    out.append(self.renderer.delta(content, reasoning))
+            else:
+                self.progress.note(item)
+                if isinstance(item, Queued):
+                    out.append(_comment(item))
+            if self.progress.done:
+                break
+        self.sent = self.sent or bool(out)
+        return b"".join(out)
+
+    def ending(self, include_usage: bool, prompt_text: str) -> bytes:
+        out = [] if self._role_sent else [self.renderer.role()]
+        tail = self.progress.shaper.flush()
+        if tail:
+            out.append(self.renderer.delta(tail, ""))
+        out.append(self.renderer.finish(self.progress.finish or "stop"))
+        if include_usage:
+            out.append(self.renderer.usage(self.progress.usage_payload(prompt_text)))
+        out.append(DONE)
+        return b"".join(out)
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,8 +75,8 @@ class TraeClient:
     @asynccontextmanager
     async def chat(
         self, body: dict[str, Any], access_token: str, device: DeviceIdentity
-    ) -> AsyncIterator[AsyncIterator[SSEEvent]]:
-        """Protocol §5: open the chat stream; yields its events as they arrive."""
+    ) -> AsyncIterator[AsyncIterator[list[SSEEvent]]]:
+        """Protocol §5: open the chat stream; yields its events a network read at a time."""
         request = self._http.build_request(
             "POST",
             f"{self._base_url}/api/ide/v1/chat",
@@ -92,20 +92,23 @@ class TraeClient:
                 with mapped_transport_errors("reading an error answer"):
                     content = await response.aread()
                 raise http_error(response.status_code, content, response.headers)
-            yield _events(response)
+            yield _event_batches(response)
         finally:
             await response.aclose()
 
 
-async def _events(response: httpx.Response) -> AsyncIterator[SSEEvent]:
+async def _event_batches(response: httpx.Response) -> AsyncIterator[list[SSEEvent]]:
+    # Batches, not single events: the per-item cost downstream is paid once per read.
     parser = SSEParser()
     with mapped_transport_errors("reading the chat stream"):
         try:
             async for raw in response.aiter_raw():
-                for event in parser.feed(raw):
-                    yield event
-            for event in parser.close():
-                yield event
+                events = parser.feed(raw)
+                if events:
+                    yield events
+            tail = parser.close()
+            if tail:
+                yield tail
         except SSEProtocolError as exc:
             raise UpstreamUnavailable(f"Trae sent a malformed event stream: {exc}") from exc
 
