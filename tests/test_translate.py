@@ -8,23 +8,25 @@ import orjson
 import pytest
 
 from trae2api.errors import InvalidRequest
-from trae2api.render import ChunkRenderer, OutputShaper, StopMatcher
-from trae2api.sse import SSEEvent
-from trae2api.translate import (
+from trae2api.events import (
     Delta,
     Failure,
     Finished,
-    LegacyContext,
     Queued,
-    Turn,
     UsageReport,
-    build_legacy_body,
     estimate_tokens,
     interpret,
     map_finish_reason,
+    usage_payload,
+)
+from trae2api.render import ChunkRenderer, OutputShaper, StopMatcher
+from trae2api.sse import SSEEvent
+from trae2api.translate import (
+    LegacyContext,
+    Turn,
+    build_legacy_body,
     session_id_for,
     turns_from_messages,
-    usage_payload,
 )
 
 CTX = LegacyContext(

@@ -26,23 +26,25 @@ from trae2api.errors import (
     UpstreamUnavailable,
     from_business_code,
 )
-from trae2api.render import ChunkRenderer, OutputShaper, completion_body, error_event
-from trae2api.sse import DONE, encode_comment
-from trae2api.status.health import UpstreamHealth
-from trae2api.translate import (
+from trae2api.events import (
     Delta,
     Failure,
     Finished,
     Item,
-    LegacyContext,
     Queued,
+    UsageReport,
+    interpret,
+    usage_payload,
+)
+from trae2api.render import ChunkRenderer, OutputShaper, completion_body, error_event
+from trae2api.sse import DONE, encode_comment
+from trae2api.status.health import UpstreamHealth
+from trae2api.translate import (
+    LegacyContext,
     ReasoningMode,
     Turn,
-    UsageReport,
     build_legacy_body,
-    interpret,
     session_id_for,
-    usage_payload,
 )
 from trae2api.upstream.client import TraeClient
 
