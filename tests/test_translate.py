@@ -13,6 +13,8 @@ from trae2api.events import (
     Failure,
     Finished,
     Queued,
+    ServedModel,
+    ToolFragment,
     UsageReport,
     estimate_tokens,
     interpret,
@@ -23,6 +25,7 @@ from trae2api.render import ChunkRenderer, OutputShaper, StopMatcher
 from trae2api.sse import SSEEvent
 from trae2api.translate import (
     LegacyContext,
+    ToolCall,
     Turn,
     build_legacy_body,
     session_id_for,
@@ -60,14 +63,15 @@ CTX = LegacyContext(
 )
 def test_turns_from_messages(messages: list[tuple[str, Any]], expected: list[Turn]) -> None:
     """OpenAI messages reduce to role and text, roles mapped and think blocks stripped."""
-    assert turns_from_messages(messages) == expected
+    assert turns_from_messages([{"role": r, "content": c} for r, c in messages]) == expected
 
 
 @pytest.mark.parametrize(
     ("messages", "param"),
     [
         ([], "messages"),
-        ([("tool", "x")], "messages[0].role"),
+        ([("function", "x")], "messages[0].role"),
+        ([("tool", "x")], "messages[0].tool_call_id"),
         ([("user", "a"), ("user", [{"type": "audio"}])], "messages[1].content[0]"),
         ([("user", [{"type": "image_url", "image_url": {"url": "x"}}])], "messages[0].content[0]"),
     ],
@@ -75,9 +79,33 @@ def test_turns_from_messages(messages: list[tuple[str, Any]], expected: list[Tur
 def test_turns_from_messages_rejects(messages: list[tuple[str, Any]], param: str) -> None:
     """Unsupported messages raise InvalidRequest naming the offending parameter."""
     with pytest.raises(InvalidRequest) as caught:
-        turns_from_messages(messages)
+        turns_from_messages([{"role": r, "content": c} for r, c in messages])
     assert caught.value.param == param
     assert caught.value.status == 400
+
+
+def test_tool_messages_keep_calls_and_ids() -> None:
+    """Assistant tool calls and tool results survive normalisation with ids and arguments."""
+    turns = turns_from_messages(
+        [
+            {"role": "user", "content": "weather?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}},
+                    {
+                        "id": "c2",
+                        "type": "function",
+                        "function": {"name": "x", "arguments": {"a": 1}},
+                    },
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+        ]
+    )
+    assert turns[1].tool_calls == (ToolCall("c1", "w", "{}"), ToolCall("c2", "x", '{"a":1}'))
+    assert turns[2] == Turn("tool", "sunny", tool_call_id="c1")
 
 
 def test_legacy_body_single_turn() -> None:
@@ -168,6 +196,21 @@ def test_session_id_is_stable_per_conversation_and_client() -> None:
         ("output", '"bare text"', Delta("bare text", "")),
         ("output", "[1]", None),
         ("error", '"plain failure"', Failure(0, "plain failure")),
+        ("timing_cost", '{"provider_model_name": "glm-5.2-0915"}', ServedModel("glm-5.2-0915")),
+        ("timing_cost", "{}", None),
+        (
+            "output",
+            '{"response": "", "tool_calls": [{"index": 0, "id": "c1", "type": "function",'
+            ' "function_call": {"name": "w", "arguments": "{\\"a"}}]}',
+            Delta("", "", None, (ToolFragment(0, "c1", "w", '{"a'),)),
+        ),
+        (
+            "output",
+            '{"tool_calls": {"index": 1, "id": "", "function": {"name": "", "arguments": "1}"},'
+            ' "namespace": "x", "partial_arguments": "y"}}',
+            Delta("", "", None, (ToolFragment(1, "", "", "1}"),)),
+        ),
+        ("output", '{"response": "", "tool_calls": null}', None),
     ],
 )
 def test_interpret(event: str, data: str, expected: object) -> None:

@@ -28,10 +28,12 @@ from trae2api.auth.manager import CredentialManager
 from trae2api.auth.sqlite_store import SqliteStore
 from trae2api.chat import ChatService, ChatTuning
 from trae2api.config import Settings
+from trae2api.dialect import AgentDialect, Dialect, LegacyDialect
 from trae2api.errors import ApiError
 from trae2api.log import secrets_registry
 from trae2api.models import AliasTable, ModelCatalog, fetch_model_configs
 from trae2api.status.health import UpstreamHealth
+from trae2api.upstream.agent_client import AgentClient
 from trae2api.upstream.client import TraeClient, UpstreamIdentity
 from trae2api.upstream.exchange import TokenExchanger
 
@@ -46,7 +48,7 @@ class Deps:
     http: httpx.AsyncClient
     store: SqliteStore
     account: CredentialManager
-    upstream: TraeClient
+    dialect: Dialect
     catalog: ModelCatalog
     chat: ChatService
     health: UpstreamHealth
@@ -54,7 +56,7 @@ class Deps:
 
     async def probe(self) -> None:
         """Ask Trae for the model list now (readiness), bypassing the catalogue's cache."""
-        await fetch_model_configs(self.upstream, self.account, self.health)
+        await fetch_model_configs(self.dialect, self.account, self.health)
 
 
 def build_deps(settings: Settings) -> Deps:
@@ -83,21 +85,41 @@ def build_deps(settings: Settings) -> Deps:
         refresh_margin=settings.refresh_margin,
     )
     identity = UpstreamIdentity(settings.app_id, settings.ide_version, settings.ide_version_code)
-    upstream = TraeClient(http, base_url=settings.base_url, identity=identity)
     health = UpstreamHealth()
-    catalog = ModelCatalog(
-        lambda: fetch_model_configs(upstream, account, health),
-        AliasTable(settings.model_aliases),
-        ttl=settings.models_ttl,
-    )
+    aliases = AliasTable(settings.model_aliases, legacy=settings.upstream_dialect == "legacy")
+
+    async def fetch_catalogue() -> list[dict[str, Any]]:
+        # The dialect is bound below: the agent dialect asks the catalogue for model limits.
+        return await fetch_model_configs(dialect, account, health)
+
+    catalog = ModelCatalog(fetch_catalogue, aliases, ttl=settings.models_ttl)
+    dialect = _dialect(settings, http, identity, catalog)
     tuning = ChatTuning(
-        version_code=int(settings.ide_version_code),
         retries=settings.upstream_retries,
         queue_timeout=settings.queue_timeout,
         keepalive_interval=settings.keepalive_interval,
     )
-    chat = ChatService(upstream=upstream, account=account, health=health, tuning=tuning)
-    return Deps(http, store, account, upstream, catalog, chat, health)
+    chat = ChatService(dialect=dialect, account=account, health=health, tuning=tuning)
+    return Deps(http, store, account, dialect, catalog, chat, health)
+
+
+def _dialect(
+    settings: Settings, http: httpx.AsyncClient, identity: UpstreamIdentity, catalog: ModelCatalog
+) -> Dialect:
+    """UPSTREAM_DIALECT picks the adapter; both share everything else."""
+    if settings.upstream_dialect == "agent":
+        client = AgentClient(
+            http,
+            base_url=settings.base_url,
+            identity=identity,
+            user_id=settings.user_id,
+            pool=settings.trae_function,
+        )
+        return AgentDialect(client, catalog, catalog.aliases.to_trae)
+    legacy = TraeClient(http, base_url=settings.base_url, identity=identity)
+    return LegacyDialect(
+        legacy, version_code=int(settings.ide_version_code), to_trae=catalog.aliases.to_trae
+    )
 
 
 def _lifespan(

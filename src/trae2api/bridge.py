@@ -34,6 +34,7 @@ from typing import Any
 
 CALL_OPEN = "<tool_call>"
 CALL_CLOSE = "</tool_call>"
+_ESCAPED_CLOSE = "<\\/tool_call>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +111,8 @@ def tool_instruction(
         "illustration), with arguments as a JSON object matching the tool's parameters:",
         _EXAMPLE,
         "",
-        f"Emit calls only as such blocks. Inside a block put that one JSON object and nothing "
-        f"else: no prose, no code fences. Never wrap blocks in code fences. {count_rule}",
+        "Emit calls only as such blocks, never inside code fences. Inside a block put that one "
+        f"JSON object and nothing else (no prose). {count_rule}",
         "After your calls, stop: each result comes back to you as a "
         '<tool_response name="..." id="..."> block.',
         _choice_rule(tool_choice),
@@ -123,7 +124,8 @@ def _call_block(name: str, arguments: Any) -> str:
     body = json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)
     # '<' only occurs inside JSON strings, so "<\/" (a valid JSON escape) keeps the block
     # from being closed early by an argument that happens to contain the closing marker.
-    return f"{CALL_OPEN}\n{body.replace(CALL_CLOSE, '<\\/tool_call>')}\n{CALL_CLOSE}"
+    body = body.replace(CALL_CLOSE, _ESCAPED_CLOSE)
+    return f"{CALL_OPEN}\n{body}\n{CALL_CLOSE}"
 
 
 def _history_arguments(raw: Any) -> Any:
@@ -139,12 +141,14 @@ def _history_arguments(raw: Any) -> Any:
 
 
 def render_assistant_calls(content: str | None, tool_calls: list[dict[str, Any]]) -> str:
-    """An assistant history message with OpenAI ``tool_calls``, as the model would have written it."""
+    """An assistant history message with OpenAI ``tool_calls``, as the model would write it."""
     parts = [content] if content else []
     for call in tool_calls:
         fn = call.get("function")
         spec: dict[str, Any] = fn if isinstance(fn, dict) else {}
-        parts.append(_call_block(str(spec.get("name", "")), _history_arguments(spec.get("arguments"))))
+        parts.append(
+            _call_block(str(spec.get("name", "")), _history_arguments(spec.get("arguments")))
+        )
     return "\n".join(parts)
 
 
@@ -209,7 +213,11 @@ class ToolCallParser:
         out: list[Piece] = []
         pending = text
         while pending:
-            pending = self._feed_inside(pending, out) if self._inside else self._feed_outside(pending, out)
+            pending = (
+                self._feed_inside(pending, out)
+                if self._inside
+                else self._feed_outside(pending, out)
+            )
         return out
 
     def close(self) -> list[Piece]:

@@ -16,45 +16,25 @@ from typing import Any
 
 import structlog
 
+from trae2api.answer import Answer, StreamWriter
 from trae2api.auth.account import Account
+from trae2api.dialect import Dialect
 from trae2api.errors import (
     ApiError,
     GatewayError,
-    QueueTimeout,
     ReauthRequired,
     UpstreamRejected,
     UpstreamUnavailable,
     from_business_code,
 )
-from trae2api.events import (
-    Delta,
-    Failure,
-    Finished,
-    Item,
-    Queued,
-    UsageReport,
-    interpret,
-    usage_payload,
-)
-from trae2api.render import ChunkRenderer, OutputShaper, completion_body, error_event
-from trae2api.sse import DONE, encode_comment
+from trae2api.events import Delta, Failure, Finished, Item, interpret
+from trae2api.render import ChunkRenderer, completion_body, error_event
+from trae2api.sse import DONE
 from trae2api.status.health import UpstreamHealth
-from trae2api.translate import (
-    LegacyContext,
-    ReasoningMode,
-    Turn,
-    build_legacy_body,
-    session_id_for,
-)
-from trae2api.upstream.client import TraeClient
+from trae2api.translate import ChatRequest
 
 log = structlog.get_logger(__name__)
 
-_WORKSPACES = {
-    "Windows": "C:\\Users\\trae\\workspace",
-    "macOS": "/Users/trae/workspace",
-    "Linux": "/home/trae/workspace",
-}
 _NONSTREAM_TICK = 1.0
 
 
@@ -63,129 +43,74 @@ class ClientDisconnected(GatewayError):
 
 
 @dataclass(frozen=True)
-class ChatRequest:
-    """A validated OpenAI chat request, reduced to what trae2api acts on."""
-
-    model: str
-    turns: list[Turn]
-    stream: bool = False
-    include_usage: bool = False
-    stops: tuple[str, ...] = ()
-    reasoning_mode: ReasoningMode = "reasoning_content"
-    client_name: str = "anonymous"
-
-
-@dataclass(frozen=True)
 class ChatTuning:
     """Settings chat obeys (see config.py for their variables)."""
 
-    version_code: int
     retries: int = 2
     queue_timeout: float = 120.0
     keepalive_interval: float = 15.0
     retry_base_delay: float = 0.25
 
 
-class _Progress:
-    """Folds items into the answer so far; shared by the streamed and aggregated paths."""
+@dataclass
+class ChatStream:
+    """A started stream: its bytes, and the answer it is filling (for response headers)."""
 
-    def __init__(self, request: ChatRequest, tuning: ChatTuning, clock: Callable[[], float]):
-        self.shaper = OutputShaper(request.reasoning_mode, request.stops)
-        self._clock = clock
-        self._queue_timeout = tuning.queue_timeout
-        self.queued_since: float | None = None
-        self.finish: str | None = None
-        self.usage: UsageReport | None = None
-        self.raw_text: list[str] = []
-        self.done = False
-
-    def delta(self, item: Delta) -> tuple[str, str]:
-        self.queued_since = None
-        self.raw_text.append(item.content)
-        self.raw_text.append(item.reasoning)
-        out = self.shaper.push(item.content, item.reasoning)
-        if item.finish:
-            self.finish = item.finish
-        if self.shaper.stopped:
-            self.finish, self.done = "stop", True
-        return out
-
-    def note(self, item: Item | None) -> None:
-        """Book-keeping for everything but deltas; raises ``QueueTimeout`` when due."""
-        if isinstance(item, Queued) and self.queued_since is None:
-            self.queued_since = self._clock()
-        elif isinstance(item, Finished):
-            self.finish = self.finish or item.reason
-            self.done = True
-        elif isinstance(item, UsageReport):
-            self.usage = item
-        if (
-            self.queued_since is not None
-            and self._clock() - self.queued_since > self._queue_timeout
-        ):
-            raise QueueTimeout(
-                f"Trae kept the request queued for more than {self._queue_timeout:g} s "
-                f"(QUEUE_TIMEOUT); try again later"
-            )
-
-    def usage_payload(self, prompt_text: str) -> dict[str, Any]:
-        return usage_payload(self.usage, prompt_text, "".join(self.raw_text))
+    chunks: AsyncIterator[bytes]
+    answer: Answer
 
 
 class ChatService:
-    """Runs chat completions against Trae for one account."""
+    """Runs chat completions against Trae for one account, over either dialect."""
 
     def __init__(
         self,
         *,
-        upstream: TraeClient,
+        dialect: Dialect,
         account: Account,
         health: UpstreamHealth,
         tuning: ChatTuning,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._upstream = upstream
+        self._dialect = dialect
         self._account = account
         self._health = health
         self._tuning = tuning
         self._clock = clock
 
-    def body_for(self, request: ChatRequest, trae_model: str) -> dict[str, Any]:
-        device = self._account.device
-        context = LegacyContext(
-            trae_model=trae_model,
-            session_id=session_id_for(request.turns, request.client_name),
-            version_code=self._tuning.version_code,
-            current_time=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self._clock())),
-            system_type=device.system_type,
-            workspace_path=_WORKSPACES.get(device.system_type, _WORKSPACES["Linux"]),
+    def _answer(self, request: ChatRequest) -> Answer:
+        return Answer(
+            request,
+            bridged=self._dialect.bridges_tools(request),
+            queue_timeout=self._tuning.queue_timeout,
+            clock=time.monotonic,
+            new_call_id=_call_id,
         )
-        return build_legacy_body(request.turns, context)
 
     async def complete(
         self,
         request: ChatRequest,
-        trae_model: str,
         is_disconnected: Callable[[], Awaitable[bool]] | None = None,
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], Answer]:
         """A non-streamed completion, aggregated from the same events a stream would carry."""
-        progress = _Progress(request, self._tuning, time.monotonic)
+        answer = self._answer(request)
         content: list[str] = []
         reasoning: list[str] = []
-        batches = self._relay(self._items(self.body_for(request, trae_model)), _NONSTREAM_TICK)
+        body = await self._dialect.body(request, self._account.device)
+        batches = self._relay(self._items(body), _NONSTREAM_TICK)
         checked_at = time.monotonic()
         try:
             async for batch in batches:
                 for item in batch or (None,):
                     if isinstance(item, Delta):
-                        text, thought = progress.delta(item)
+                        text, thought, _ = answer.delta(item)
                         content.append(text)
                         reasoning.append(thought)
                     else:
-                        progress.note(item)
-                    if progress.done:
+                        answer.note(item)
+                    if answer.done:
                         break
-                if progress.done:
+                if answer.done:
                     break
                 # Nobody would read the answer: stop Trae's work within about a second.
                 if is_disconnected and time.monotonic() - checked_at >= _NONSTREAM_TICK:
@@ -194,39 +119,39 @@ class ChatService:
                         raise ClientDisconnected("the client went away")
         finally:
             await batches.aclose()
-        content.append(progress.shaper.flush())
-        return completion_body(
+        content.append(answer.ending()[0])
+        completion = completion_body(
             completion_id=_completion_id(),
             created=int(self._clock()),
             model=request.model,
             content="".join(content),
             reasoning="".join(reasoning),
-            finish_reason=progress.finish or "stop",
-            usage=progress.usage_payload(_prompt_text(request)),
+            finish_reason=answer.finish_reason,
+            usage=answer.usage_payload(_prompt_text(request)),
+            tool_calls=[call.openai() for call in answer.tools.calls],
         )
+        return completion, answer
 
-    async def open_stream(self, request: ChatRequest, trae_model: str) -> AsyncIterator[bytes]:
+    async def open_stream(self, request: ChatRequest) -> ChatStream:
         """Start a stream; errors before its first byte raise here, later ones go in-band."""
-        chunks = self._sse(request, trae_model)
+        answer = self._answer(request)
+        chunks = self._sse(request, answer)
         first = await chunks.__anext__()
-        return _prepend(first, chunks)
+        return ChatStream(_prepend(first, chunks), answer)
 
-    async def _sse(self, request: ChatRequest, trae_model: str) -> AsyncIterator[bytes]:
-        writer = _StreamWriter(
-            ChunkRenderer(
-                _completion_id(), int(self._clock()), request.model, request.include_usage
-            ),
-            _Progress(request, self._tuning, time.monotonic),
+    async def _sse(self, request: ChatRequest, answer: Answer) -> AsyncIterator[bytes]:
+        renderer = ChunkRenderer(
+            _completion_id(), int(self._clock()), request.model, request.include_usage
         )
-        batches = self._relay(
-            self._items(self.body_for(request, trae_model)), self._tuning.keepalive_interval
-        )
+        writer = StreamWriter(renderer, answer)
+        body = await self._dialect.body(request, self._account.device)
+        batches = self._relay(self._items(body), self._tuning.keepalive_interval)
         try:
             async for batch in batches:
                 out = writer.batch(batch)
                 if out:
                     yield out
-                if writer.progress.done:
+                if answer.done:
                     break
         except ApiError as exc:
             if not writer.sent:
@@ -270,7 +195,7 @@ class ChatService:
                 await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311
 
     async def _attempt(self, body: dict[str, Any], token: str) -> AsyncIterator[list[Item]]:
-        async with self._upstream.chat(body, token, self._account.device) as batches:
+        async with self._dialect.open_chat(body, token, self._account.device) as batches:
             self._health.success()
             async for events in batches:
                 items: list[Item] = []
@@ -324,50 +249,6 @@ class ChatService:
             task.cancel()
 
 
-class _StreamWriter:
-    """Turns item batches into SSE bytes: role first, deltas, comments, then the ending."""
-
-    def __init__(self, renderer: ChunkRenderer, progress: _Progress) -> None:
-        self.renderer = renderer
-        self.progress = progress
-        self.sent = False
-        self._role_sent = False
-
-    def batch(self, batch: list[Item] | None) -> bytes:
-        if batch is None:
-            self.progress.note(None)
-            self.sent = True
-            return _comment(None)
-        out: list[bytes] = []
-        for item in batch:
-            if isinstance(item, Delta):
-                if not self._role_sent:
-                    out.append(self.renderer.role())
-                    self._role_sent = True
-                content, reasoning = self.progress.delta(item)
-                if content or reasoning:
-                    out.append(self.renderer.delta(content, reasoning))
-            else:
-                self.progress.note(item)
-                if isinstance(item, Queued):
-                    out.append(_comment(item))
-            if self.progress.done:
-                break
-        self.sent = self.sent or bool(out)
-        return b"".join(out)
-
-    def ending(self, include_usage: bool, prompt_text: str) -> bytes:
-        out = [] if self._role_sent else [self.renderer.role()]
-        tail = self.progress.shaper.flush()
-        if tail:
-            out.append(self.renderer.delta(tail, ""))
-        out.append(self.renderer.finish(self.progress.finish or "stop"))
-        if include_usage:
-            out.append(self.renderer.usage(self.progress.usage_payload(prompt_text)))
-        out.append(DONE)
-        return b"".join(out)
-
-
 @dataclass(frozen=True, slots=True)
 class _End:
     error: Exception | None
@@ -379,10 +260,8 @@ async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
         yield chunk
 
 
-def _comment(item: Item | None) -> bytes:
-    if isinstance(item, Queued):
-        return encode_comment(f"queued position={item.position if item.position else '?'}")
-    return encode_comment("keepalive")
+def _call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
 
 
 def _completion_id() -> str:

@@ -10,7 +10,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from trae2api.errors import ConfigError
@@ -31,6 +31,21 @@ WHERE_TO_FIND = {
     "USER_ID": "your Trae user id: UserID in Trae's storage.json or main.log",
 }
 _ACCOUNT_VARIABLES = ("APP_ID", "CLIENT_ID", "REFRESH_TOKEN")
+# Trae's product app id, what peers send on the agent dialect (dialect §2).
+AGENT_APP_ID = "6eefa01c-1036-4c7e-9ca5-d891f63bfcd8"
+# (chat and catalogue host, exchange host) per dialect and region (protocol §1, dialect §1).
+_REGION_HOSTS = {
+    "legacy": {
+        "sg": ("https://trae-api-sg.mchost.guru", "https://api-sg-central.trae.ai"),
+        "us": ("https://trae-api-us.mchost.guru", "https://api-sg-central.trae.ai"),
+        "cn": ("https://trae-api-cn.mchost.guru", "https://api.trae.cn"),
+    },
+    "agent": {
+        "sg": ("https://coresg-normal.trae.ai", "https://api.trae.ai"),
+        "us": ("https://coreva-normal.trae.ai", "https://api.trae.ai"),
+        "cn": ("https://trae-api-cn.mchost.guru", "https://api.trae.cn"),
+    },
+}
 _URL_FIELDS = ("base_url", "refresh_token_url", "get_file_id_url", "upload_file_url")
 
 
@@ -51,6 +66,10 @@ class Settings(BaseSettings):
     refresh_token_url: str = "https://api-sg-central.trae.ai"  # noqa: S105 (a URL)
     get_file_id_url: str = "https://imagex-ap-singapore-1.bytevcloudapi.com"
     upload_file_url: str = "https://tos-sg16-share.vodupload.com"
+
+    upstream_dialect: Literal["legacy", "agent"] = "legacy"
+    trae_region: Literal["sg", "us", "cn"] = "sg"
+    trae_function: str = Field(default="chat_v3", min_length=1)
 
     host: str = "127.0.0.1"
     port: int = Field(default=17080, ge=1, le=65535)
@@ -83,7 +102,20 @@ class Settings(BaseSettings):
     def _upper(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
 
-    @field_validator("reasoning_mode", "log_format", mode="before")
+    @model_validator(mode="after")
+    def _region_presets(self) -> Settings:
+        # Agent dialect §1: TRAE_REGION fills the hosts; explicit URLs always win.
+        presets = _REGION_HOSTS[self.upstream_dialect][self.trae_region]
+        for name, url in zip(("base_url", "refresh_token_url"), presets, strict=True):
+            if name not in self.model_fields_set:
+                setattr(self, name, url)
+        if self.upstream_dialect == "agent" and "app_id" not in self.model_fields_set:
+            self.app_id = self.app_id or AGENT_APP_ID
+        return self
+
+    @field_validator(
+        "reasoning_mode", "log_format", "upstream_dialect", "trae_region", mode="before"
+    )
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

@@ -16,10 +16,28 @@ from trae2api.translate import CJK
 
 
 @dataclass(frozen=True, slots=True)
+class ToolFragment:
+    """A piece of a streamed tool call (agent dialect §5); id and name only on the first."""
+
+    index: int
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class Delta:
     content: str
     reasoning: str
     finish: str | None = None  # an ``output`` event may carry the finish reason itself
+    tool_fragments: tuple[ToolFragment, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ServedModel:
+    """The model that actually served the request (agent ``timing_cost``)."""
+
+    name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +64,7 @@ class Failure:
     message: str
 
 
-Item = Delta | Queued | Finished | UsageReport | Failure
+Item = Delta | Queued | Finished | UsageReport | Failure | ServedModel
 
 _FINISH_REASONS = {"stop": "stop", "length": "length", "max_tokens": "length"}
 _FINISH_REASONS |= {"tool_calls": "tool_calls", "content_filter": "content_filter"}
@@ -72,9 +90,13 @@ def interpret(event: SSEEvent) -> Item | None:
         content = _text(data.get("response"))
         reasoning = _text(data.get("reasoning_content"))
         finish = map_finish_reason(data["finish_reason"]) if data.get("finish_reason") else None
-        if content or reasoning or finish:
-            return Delta(content, reasoning, finish)
+        fragments = _tool_fragments(data.get("tool_calls"))
+        if content or reasoning or finish or fragments:
+            return Delta(content, reasoning, finish, fragments)
         return None
+    if name == "timing_cost":
+        served = _json_object(event.data).get("provider_model_name")
+        return ServedModel(served) if isinstance(served, str) and served else None
     if name == "done":
         return Finished(map_finish_reason(_json_object(event.data).get("finish_reason")))
     if name in _QUEUE_EVENTS:
@@ -84,6 +106,29 @@ def interpret(event: SSEEvent) -> Item | None:
     if name == "error":
         return _failure(event.data)
     return None
+
+
+def _tool_fragments(raw: Any) -> tuple[ToolFragment, ...]:
+    # Agent dialect §5: a list or a single object; ``function_call`` or ``function``; SOLO's
+    # extra keys (namespace, partial_arguments) are ignored.
+    calls = [raw] if isinstance(raw, dict) else raw if isinstance(raw, list) else []
+    fragments = []
+    for position, call in enumerate(calls):
+        if not isinstance(call, dict):
+            continue
+        function = call.get("function_call") or call.get("function") or {}
+        if not isinstance(function, dict):
+            continue
+        index = call.get("index")
+        fragments.append(
+            ToolFragment(
+                index=index if isinstance(index, int) and not isinstance(index, bool) else position,
+                id=_text(call.get("id")),
+                name=_text(function.get("name")),
+                arguments=_text(function.get("arguments")),
+            )
+        )
+    return tuple(fragments)
 
 
 def _json_value(data: str) -> Any:

@@ -15,9 +15,9 @@ from typing import Any
 import structlog
 
 from trae2api.auth.account import Account
+from trae2api.dialect import Dialect
 from trae2api.errors import ApiError, UpstreamRejected, UpstreamUnavailable
 from trae2api.status.health import UpstreamHealth
-from trae2api.upstream.client import TraeClient
 
 # Protocol §4: client name → Trae name, as the original maps them.
 DEFAULT_ALIASES: dict[str, str] = {
@@ -66,10 +66,11 @@ log = structlog.get_logger(__name__)
 class AliasTable:
     """Client names ↔ Trae names; unknown names pass through unchanged (protocol §4 CHOICE)."""
 
-    def __init__(self, extra: Mapping[str, str] | None = None) -> None:
-        self._to_trae = {**DEFAULT_ALIASES, **(extra or {})}
+    def __init__(self, extra: Mapping[str, str] | None = None, *, legacy: bool = True) -> None:
+        # The original's table names legacy models; the agent catalogue has its own names.
+        self._to_trae = {**(DEFAULT_ALIASES if legacy else {}), **(extra or {})}
         self._lower = {name.lower(): trae for name, trae in self._to_trae.items()}
-        self._to_public = dict(DEFAULT_PUBLIC_NAMES)
+        self._to_public = dict(DEFAULT_PUBLIC_NAMES) if legacy else {}
 
     def to_trae(self, name: str) -> str:
         return self._to_trae.get(name) or self._lower.get(name.lower()) or name
@@ -85,6 +86,8 @@ class ModelEntry:
     display_name: str
     multimodal: bool
     is_default: bool
+    max_tokens: int | None = None  # output limit, where the catalogue says
+    context_length: int | None = None
 
     @property
     def owned_by(self) -> str:
@@ -93,7 +96,7 @@ class ModelEntry:
 
     def openai(self, public_id: str | None = None) -> dict[str, Any]:
         """OpenAI's model object, with Trae's facts alongside."""
-        return {
+        model: dict[str, Any] = {
             "id": public_id or self.public_id,
             "object": "model",
             "created": MODEL_CREATED,
@@ -102,6 +105,11 @@ class ModelEntry:
             "trae_name": self.trae_name,
             "multimodal": self.multimodal,
         }
+        if self.max_tokens is not None:
+            model["max_tokens"] = self.max_tokens
+        if self.context_length is not None:
+            model["context_length"] = self.context_length
+        return model
 
 
 Fetch = Callable[[], Awaitable[list[dict[str, Any]]]]
@@ -153,6 +161,11 @@ class ModelCatalog:
                 return entry
         return None
 
+    async def max_tokens(self, model_id: str) -> int | None:
+        """The model's output limit from the catalogue, if it says (agent dialect §4)."""
+        entry = await self.find(model_id)
+        return entry.max_tokens if entry is not None else None
+
     def _fresh(self) -> bool:
         return self._entries is not None and self._age() < self._ttl
 
@@ -167,21 +180,23 @@ class ModelCatalog:
             display_name=str(config.get("display_name") or name),
             multimodal=bool(config.get("multimodal")),
             is_default=bool(config.get("is_default")),
+            max_tokens=config.get("max_tokens"),
+            context_length=config.get("context_length"),
         )
 
 
 async def fetch_model_configs(
-    upstream: TraeClient, account: Account, health: UpstreamHealth
+    dialect: Dialect, account: Account, health: UpstreamHealth
 ) -> list[dict[str, Any]]:
-    """Trae's model list for the account, refreshing the access token once on 1001."""
+    """The account's catalogue from the dialect, refreshing the access token once on 1001."""
     token = await account.access_token()
     try:
-        configs = await upstream.model_list(token, account.device)
+        configs = await dialect.catalogue(token, account.device)
     except UpstreamRejected as exc:
         if exc.upstream_code != 1001:
             raise
         token = await account.refresh_after_rejection(token)
-        configs = await upstream.model_list(token, account.device)
+        configs = await dialect.catalogue(token, account.device)
     except UpstreamUnavailable as exc:
         health.failure(exc.message)
         raise

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from trae2api.events import ToolFragment
 from trae2api.translate import THINK_CLOSE, THINK_OPEN, ReasoningMode
 
 
@@ -139,6 +140,20 @@ class ChunkRenderer:
             delta["reasoning_content"] = reasoning
         return self._choice(orjson.dumps(delta), b"null")
 
+    def tool_calls(self, fragments: Sequence[ToolFragment]) -> bytes:
+        """One chunk with ``delta.tool_calls``; id, type and name only on a call's first."""
+        calls = []
+        for fragment in fragments:
+            call: dict[str, Any] = {"index": fragment.index}
+            if fragment.id:
+                call["id"] = fragment.id
+                call["type"] = "function"
+                call["function"] = {"name": fragment.name, "arguments": fragment.arguments}
+            else:
+                call["function"] = {"arguments": fragment.arguments}
+            calls.append(call)
+        return self._choice(orjson.dumps({"tool_calls": calls}), b"null")
+
     def finish(self, reason: str) -> bytes:
         return self._choice(b"{}", orjson.dumps(reason))
 
@@ -161,11 +176,18 @@ def completion_body(
     reasoning: str,
     finish_reason: str,
     usage: dict[str, Any],
+    tool_calls: Sequence[dict[str, object]] = (),
 ) -> dict[str, Any]:
-    """The non-streamed ``chat.completion`` object."""
-    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    """The non-streamed ``chat.completion``; ``content`` is null when only tools were called."""
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": None if tool_calls and not content else content,
+        "refusal": None,
+    }
     if reasoning:
         message["reasoning_content"] = reasoning
+    if tool_calls:
+        message["tool_calls"] = list(tool_calls)
     return {
         "id": completion_id,
         "object": "chat.completion",

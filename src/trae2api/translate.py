@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,7 +17,13 @@ from trae2api.errors import InvalidRequest
 
 ReasoningMode = Literal["reasoning_content", "think", "drop"]
 
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_ROLES = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+}
 _THINK_BLOCK = re.compile(r"^\s*<think>.*?</think>\s*", re.DOTALL)
 CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 # A fixed namespace so every replica derives the same session id (protocol §5 CHOICE).
@@ -27,32 +33,95 @@ THINK_CLOSE = "\n</think>\n\n"
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call the assistant made; ``arguments`` is JSON text, as OpenAI sends it."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class Turn:
-    """One conversation message reduced to what the legacy dialect carries: a role and text."""
+    """One conversation message: role and text, plus the tool-calling fields OpenAI has."""
 
-    role: str
+    role: str  # system | user | assistant | tool
     text: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
 
-def turns_from_messages(messages: Sequence[tuple[str, Any]]) -> list[Turn]:
-    """Normalise OpenAI ``(role, content)`` pairs; raise ``InvalidRequest`` naming the bad one."""
+@dataclass(frozen=True)
+class ChatRequest:
+    """A validated OpenAI chat request, reduced to what trae2api acts on."""
+
+    model: str
+    turns: list[Turn]
+    stream: bool = False
+    include_usage: bool = False
+    stops: tuple[str, ...] = ()
+    reasoning_mode: ReasoningMode = "reasoning_content"
+    client_name: str = "anonymous"
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: str = "none"  # "none" | "auto" | "required" | a tool's name
+    parallel_tool_calls: bool = True
+    max_tokens: int | None = None
+    # temperature, top_p, stop, seed, penalties: forwarded where a dialect can carry them.
+    sampling: tuple[tuple[str, Any], ...] = ()
+
+
+def turns_from_messages(messages: Sequence[Mapping[str, Any]]) -> list[Turn]:
+    """Normalise OpenAI messages; raise ``InvalidRequest`` naming the bad one."""
     if not messages:
         raise InvalidRequest("messages must contain at least one message", param="messages")
-    turns = []
-    for index, (role, content) in enumerate(messages):
-        mapped = _ROLES.get(role)
-        if mapped is None:
+    return [_turn(message, index) for index, message in enumerate(messages)]
+
+
+def _turn(message: Mapping[str, Any], index: int) -> Turn:
+    role = message.get("role")
+    mapped = _ROLES.get(role) if isinstance(role, str) else None
+    if mapped is None:
+        raise InvalidRequest(
+            f"messages[{index}].role {role!r} is not supported; use system, developer, user, "
+            f"assistant or tool",
+            param=f"messages[{index}].role",
+        )
+    text = _content_text(message.get("content"), index)
+    if mapped == "assistant":
+        # Our own think-mode output sent back as history: the reasoning is not the answer.
+        text = _THINK_BLOCK.sub("", text, count=1)
+        return Turn(mapped, text, _tool_calls(message.get("tool_calls"), index))
+    if mapped == "tool":
+        call_id = message.get("tool_call_id")
+        if not isinstance(call_id, str) or not call_id:
             raise InvalidRequest(
-                f"messages[{index}].role '{role}' is not supported here; use system, developer, "
-                f"user or assistant",
-                param=f"messages[{index}].role",
+                f"messages[{index}] has role tool but no tool_call_id",
+                param=f"messages[{index}].tool_call_id",
             )
-        text = _content_text(content, index)
-        if mapped == "assistant":
-            # Our own think-mode output sent back as history: the reasoning is not the answer.
-            text = _THINK_BLOCK.sub("", text, count=1)
-        turns.append(Turn(mapped, text))
-    return turns
+        return Turn(mapped, text, tool_call_id=call_id)
+    return Turn(mapped, text)
+
+
+def _tool_calls(raw: Any, index: int) -> tuple[ToolCall, ...]:
+    if not raw:
+        return ()
+    calls = []
+    for call_index, call in enumerate(raw):
+        function = call.get("function") if isinstance(call, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(name, str) or not name:
+            raise InvalidRequest(
+                "each tool call needs function.name",
+                param=f"messages[{index}].tool_calls[{call_index}].function.name",
+            )
+        arguments = function.get("arguments", "{}")  # type: ignore[union-attr]
+        if not isinstance(arguments, str):
+            arguments = orjson.dumps(arguments).decode()
+        call_id = (
+            call.get("id") if isinstance(call.get("id"), str) else f"call_{index}_{call_index}"
+        )
+        calls.append(ToolCall(call_id, name, arguments))
+    return tuple(calls)
 
 
 def _content_text(content: Any, index: int) -> str:

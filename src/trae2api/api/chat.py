@@ -5,7 +5,7 @@ It validates and converts the wire request, then hands it to the chat use case.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Depends, Request
@@ -14,13 +14,14 @@ from starlette.responses import Response
 from trae2api.api.responses import ORJSONResponse, sse_response
 from trae2api.api.schemas import ChatCompletionRequest
 from trae2api.api.security import authenticate
-from trae2api.chat import ChatRequest, ClientDisconnected
+from trae2api.chat import ClientDisconnected
 from trae2api.errors import InvalidRequest
-from trae2api.translate import ReasoningMode, turns_from_messages
+from trae2api.translate import ChatRequest, ReasoningMode, turns_from_messages
 
 log = structlog.get_logger(__name__)
 router = APIRouter()
 _MAX_STOPS = 4  # OpenAI's limit for ``stop``
+_SAMPLING = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty")
 
 
 def to_chat_request(
@@ -37,15 +38,67 @@ def to_chat_request(
     if body.max_tokens or body.max_completion_tokens:
         # The legacy chat body has no length limit field (protocol §5): accepted, not enforced.
         log.debug("max_tokens_not_forwarded", dialect="legacy")
+    messages = [
+        {
+            "role": m.role,
+            "content": m.content,
+            "tool_calls": m.tool_calls,
+            "tool_call_id": m.tool_call_id,
+        }
+        for m in body.messages
+    ]
+    tools = _checked_tools(body.tools or [])
     return ChatRequest(
         model=body.model,
-        turns=turns_from_messages([(m.role, m.content) for m in body.messages]),
+        turns=turns_from_messages(messages),
+        tools=tuple(tools),
+        tool_choice=_checked_tool_choice(body.tool_choice, tools),
+        parallel_tool_calls=body.parallel_tool_calls is not False,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        sampling=tuple((k, v) for k in _SAMPLING if (v := getattr(body, k)) is not None),
         stream=bool(body.stream),
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         stops=tuple(stops),
         reasoning_mode=body.reasoning_mode or default_mode,
         client_name=client_name,
     )
+
+
+def _checked_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for index, tool in enumerate(tools):
+        function = tool.get("function")
+        if tool.get("type", "function") != "function" or not isinstance(function, dict):
+            raise InvalidRequest(
+                "each tool must be {'type': 'function', 'function': {...}}", param=f"tools[{index}]"
+            )
+        if not isinstance(function.get("name"), str) or not function["name"]:
+            raise InvalidRequest(
+                "a tool needs function.name", param=f"tools[{index}].function.name"
+            )
+        parameters = function.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict | str):
+            raise InvalidRequest(
+                "function.parameters must be a JSON schema object",
+                param=f"tools[{index}].function.parameters",
+            )
+    return tools
+
+
+def _checked_tool_choice(choice: Any, tools: list[dict[str, Any]]) -> str:
+    """OpenAI's tool_choice reduced to "none", "auto", "required" or a tool's name."""
+    if choice is None:
+        return "auto" if tools else "none"
+    if choice in ("none", "auto", "required"):
+        if choice != "none" and not tools:
+            raise InvalidRequest(f"tool_choice {choice!r} needs tools", param="tool_choice")
+        return str(choice)
+    name = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+    if not isinstance(name, str) or name not in {t["function"]["name"] for t in tools}:
+        raise InvalidRequest(
+            "tool_choice must be none, auto, required or name one of the tools",
+            param="tool_choice",
+        )
+    return name
 
 
 @router.post("/v1/chat/completions", response_model=None, summary="Create a chat completion")
@@ -59,14 +112,18 @@ async def chat_completions(
 ) -> Response:
     state = request.app.state
     chat_request = to_chat_request(body, client_name, state.settings.reasoning_mode)
-    trae_model = state.deps.catalog.aliases.to_trae(body.model)
     if chat_request.stream:
-        chunks = await state.deps.chat.open_stream(chat_request, trae_model)
-        return sse_response(chunks)
+        stream = await state.deps.chat.open_stream(chat_request)
+        return sse_response(stream.chunks, _served_header(stream.answer.served_model))
     try:
-        completion = await state.deps.chat.complete(
-            chat_request, trae_model, is_disconnected=request.is_disconnected
+        completion, answer = await state.deps.chat.complete(
+            chat_request, is_disconnected=request.is_disconnected
         )
     except ClientDisconnected:
         return Response(status_code=499)
-    return ORJSONResponse(completion)
+    return ORJSONResponse(completion, headers=_served_header(answer.served_model))
+
+
+def _served_header(served_model: str | None) -> dict[str, str]:
+    # Agent dialect §5: timing_cost names the model that actually served the request.
+    return {"x-trae-served-model": served_model} if served_model else {}

@@ -20,6 +20,8 @@ class Message(BaseModel):
     name: str | None = None
     # Sent back by clients that keep the reasoning of earlier turns; accepted, not forwarded.
     reasoning_content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
 
 
 class StreamOptions(BaseModel):
@@ -47,6 +49,9 @@ class ChatCompletionRequest(BaseModel):
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     seed: int | None = None
     user: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
     reasoning_mode: ReasoningModeField | None = Field(
         default=None,
         description="trae2api extension: where reasoning goes for this request "

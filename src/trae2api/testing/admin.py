@@ -55,6 +55,10 @@ class _Admin:
         last = self.state.last_chat()
         return json_response(last if last is not None else {"headers": None, "body": None})
 
+    async def last_agent_chat(self, request: Request) -> Response:
+        last = self.state.last_agent_chat()
+        return json_response(last if last is not None else {"headers": None, "body": None})
+
     async def config(self, request: Request) -> Response:
         body, ok = await read_json(request)
         if not ok or not isinstance(body, dict):
@@ -90,13 +94,14 @@ class _Admin:
 
 
 def admin_routes(state: SimState) -> list[Route]:
-    """Routes: GET stats, account, last_chat; POST config, expire_access, script,
+    """Routes: GET stats, account, last_chat, last_agent_chat; POST config, expire_access, script,
     reset_counters, reset."""
     admin = _Admin(state)
     return [
         Route(f"{PREFIX}/stats", admin.stats, methods=["GET"]),
         Route(f"{PREFIX}/account", admin.account, methods=["GET"]),
         Route(f"{PREFIX}/last_chat", admin.last_chat, methods=["GET"]),
+        Route(f"{PREFIX}/last_agent_chat", admin.last_agent_chat, methods=["GET"]),
         Route(f"{PREFIX}/config", admin.config, methods=["POST"]),
         Route(f"{PREFIX}/expire_access", admin.expire_access, methods=["POST"]),
         Route(f"{PREFIX}/script", admin.script, methods=["POST"]),

@@ -9,6 +9,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from trae2api.testing.toolcalls import (
+    MALFORMED_BLOCK,
+    UNTERMINATED_BLOCK,
+    ScriptedCall,
+    awkward_pieces,
+    bridge_block,
+    extract_calls,
+    results_answer,
+    tool_responses,
+    without_tool_responses,
+)
 from trae2api.testing.validation import ChatRequest
 
 REASONING_MODELS = frozenset({"deepseek-R1"})
@@ -29,7 +40,15 @@ ERROR_MESSAGES = {
 }
 _DIRECTIVE = re.compile(r"\[sim:([a-z-]+)(?:[ \t]+([^\]]*))?\]")
 _INT_ARG = frozenset({"queue", "long", "error", "midstream-error", "http", "slow"})
-_FLAGS = frozenset({"nodone", "nousage", "compact", "noise", "reset", "msg-variant", "done-empty"})
+COMMON_FLAGS = frozenset({"nodone", "nousage", "reset", "msg-variant", "done-empty"})
+LEGACY_FLAGS = COMMON_FLAGS | {
+    "compact",
+    "noise",
+    "bridge-malformed",
+    "bridge-unterminated",
+    "text-then-call",
+}
+LEAD_IN = "Let me use a tool for that."
 
 
 @dataclass(frozen=True)
@@ -44,12 +63,14 @@ class Frame:
 
 @dataclass(frozen=True)
 class Plan:
-    """How to answer: an HTML error, a reset connection, or an event stream."""
+    """How to answer: an HTML error, a reset connection, or an event stream (``agent``: in the
+    agent dialect's framing)."""
 
     frames: tuple[Frame, ...] = ()
     http_status: int | None = None
     reset: bool = False
     compact: bool = False
+    agent: bool = False
 
 
 @dataclass
@@ -66,23 +87,28 @@ class Directives:
     http: int | None = None
     flags: set[str] = field(default_factory=set)
     unknown: list[str] = field(default_factory=list)
+    calls: list[ScriptedCall] = field(default_factory=list)
 
 
-def parse_directives(text: str) -> tuple[Directives, str]:
-    """The directives in ``text`` and the text with them removed."""
-    found = Directives()
+def parse_directives(
+    text: str, flags: frozenset[str] = LEGACY_FLAGS, call_directive: str = "bridge-call"
+) -> tuple[Directives, str]:
+    """The directives in ``text`` (accepting these ``flags`` and ``[sim:<call_directive> NAME
+    {json}]`` calls) and the text with them removed."""
+    calls, text, bad_calls = extract_calls(text, call_directive)
+    found = Directives(calls=calls, unknown=bad_calls)
     for match in _DIRECTIVE.finditer(text):
         name, arg = match.group(1), (match.group(2) or "").strip()
         try:
-            _apply(found, name, arg)
+            _apply(found, name, arg, flags)
         except ValueError:
             found.unknown.append(match.group(0))
     cleaned = " ".join(_DIRECTIVE.sub(" ", text).split())
     return found, cleaned
 
 
-def _apply(found: Directives, name: str, arg: str) -> None:
-    if name in _FLAGS and not arg:
+def _apply(found: Directives, name: str, arg: str, flags: frozenset[str]) -> None:
+    if name in flags and not arg:
         found.flags.add(name)
     elif name in _INT_ARG:
         value = int(arg)
@@ -126,7 +152,7 @@ def plan_chat(
     request: ChatRequest, *, completion_id: int, known_model: bool, too_old: bool
 ) -> Plan:
     """The whole answer to a valid chat request."""
-    found, cleaned = parse_directives(request.user_input)
+    found, cleaned = parse_directives(without_tool_responses(request.user_input))
     if found.http is not None:
         return Plan(http_status=found.http)
     if "reset" in found.flags:
@@ -142,10 +168,11 @@ def plan_chat(
         error = error_frame(4001, msg_variant=variant, message=f"unknown sim directive {bad}")
         return Plan((error,), compact=compact)
     frames = _stream_frames(request, found, cleaned, completion_id)
-    return Plan(_with_wait(frames, found.wait), compact=compact)
+    return Plan(with_wait(frames, found.wait), compact=compact)
 
 
-def _with_wait(frames: list[Frame], wait: float) -> tuple[Frame, ...]:
+def with_wait(frames: list[Frame], wait: float) -> tuple[Frame, ...]:
+    """The frames, the first one delayed by ``wait`` more seconds."""
     if frames and wait > 0:
         first = frames[0]
         frames[0] = Frame(first.event, first.data, first.delay + wait, first.raw)
@@ -158,13 +185,14 @@ def _stream_frames(
     variant = "msg-variant" in found.flags
     if found.error is not None:
         return [error_frame(found.error, msg_variant=variant)]
-    frames = _queue_frames(found.queue)
+    frames = queue_frames(found.queue)
     frames.append(Frame("metadata", {"prompt_completion_id": completion_id}))
     noise = "noise" in found.flags
     if noise:
         frames += [Frame("progress_notice", raw='"Thinking..."'), Frame("heartbeat", {})]
-    reasoning, answer = _texts(request, found, cleaned)
-    outputs = _output_frames(reasoning, answer, found.slow_ms / 1000)
+    reasoning, pieces = _texts(request, found, cleaned)
+    answer = "".join(pieces)
+    outputs = _output_frames(reasoning, pieces, found.slow_ms / 1000)
     if found.midstream_error is not None:
         kept = outputs[: max(1, len(outputs) // 2)]
         return [*frames, *kept, error_frame(found.midstream_error, msg_variant=variant)]
@@ -181,7 +209,8 @@ def _stream_frames(
     return frames
 
 
-def _queue_frames(count: int) -> list[Frame]:
+def queue_frames(count: int) -> list[Frame]:
+    """``queue_begin``, ``count`` ``request_wait_in_queue`` events 0.2 s apart, ``queue_end``."""
     if count <= 0:
         return []
     frames = [Frame("queue_begin", {"position": count})]
@@ -196,25 +225,44 @@ def _queue_frames(count: int) -> list[Frame]:
     return frames
 
 
-def _texts(request: ChatRequest, found: Directives, cleaned: str) -> tuple[str, str]:
-    if found.long is not None:
-        answer = " ".join(f"word{i}" for i in range(1, found.long + 1))
-    else:
-        answer = reply_text(request, cleaned)
+def _texts(request: ChatRequest, found: Directives, cleaned: str) -> tuple[str, list[str]]:
+    """The reasoning text and the answer as output pieces."""
     reasoning = ""
     if request.model_name in REASONING_MODELS:
         reasoning = f"Let me think about {cleaned or 'this'}."
-    return reasoning, answer
+    results = tool_responses(request.user_input)
+    if results:
+        return reasoning, words(results_answer(results))
+    blocks = [bridge_block(call) for call in found.calls]
+    if "bridge-malformed" in found.flags:
+        blocks.append(MALFORMED_BLOCK)
+    if "bridge-unterminated" in found.flags:
+        blocks.append(UNTERMINATED_BLOCK)
+    if blocks:
+        return reasoning, _bridge_pieces(blocks, "text-then-call" in found.flags)
+    if found.long is not None:
+        return reasoning, words(" ".join(f"word{i}" for i in range(1, found.long + 1)))
+    return reasoning, words(reply_text(request, cleaned))
 
 
-def _output_frames(reasoning: str, answer: str, gap: float) -> list[Frame]:
+def _bridge_pieces(blocks: list[str], lead_in: bool) -> list[str]:
+    """Bridged call blocks (one per line, after an optional lead-in line) cut awkwardly."""
+    pieces = words(LEAD_IN + "\n") if lead_in else []
+    for index, block in enumerate(blocks):
+        cut = awkward_pieces(block)
+        if index:
+            cut[0] = "\n" + cut[0]
+        pieces += cut
+    return pieces
+
+
+def _output_frames(reasoning: str, pieces: list[str], gap: float) -> list[Frame]:
     frames = [
         Frame("output", {"response": "", "reasoning_content": piece}, gap)
         for piece in words(reasoning)
     ]
     frames += [
-        Frame("output", {"response": piece, "reasoning_content": ""}, gap)
-        for piece in words(answer)
+        Frame("output", {"response": piece, "reasoning_content": ""}, gap) for piece in pieces
     ]
     return frames
 

@@ -84,8 +84,14 @@ class SimControl:
         return result
 
     def last_chat(self) -> dict[str, Any]:
-        """``{"headers": {...}, "body": ...}``; both None before the first chat."""
+        """``{"headers": {...}, "body": ..., "dialect": ...}`` of the last chat of either dialect;
+        headers and body None before the first chat."""
         result: dict[str, Any] = self._call("GET", "last_chat")
+        return result
+
+    def last_agent_chat(self) -> dict[str, Any]:
+        """Like ``last_chat``, for the last agent-dialect (``llm_utils_chat``) chat only."""
+        result: dict[str, Any] = self._call("GET", "last_agent_chat")
         return result
 
     def configure(self, **changes: Any) -> dict[str, Any]:

@@ -12,10 +12,10 @@ import struct
 from typing import Any, Protocol
 
 import orjson
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from trae2api.testing.scenario import Frame
+from trae2api.testing.scenario import Frame, Plan
 
 RAW_SEND_KEY = "trae2api.sim.raw_send"
 COMPACT_PREAMBLE = b": simulated upstream, compact framing\n"
@@ -27,9 +27,14 @@ class StreamTracker(Protocol):
     def stream_finished(self, completed: bool) -> None: ...
 
 
-def encode_frame(frame: Frame, *, compact: bool = False, seq: int = 0) -> bytes:
-    """``event: <name>\\ndata: <json>\\n\\n``, or the lenient variant of protocol §6."""
+def encode_frame(
+    frame: Frame, *, compact: bool = False, seq: int = 0, agent: bool = False
+) -> bytes:
+    """``event: <name>\\ndata: <json>\\n\\n``, or the lenient variant of protocol §6, or (``agent``)
+    the agent dialect's norm ``event:<name>\\ndata:<json>\\n`` with no blank line."""
     payload = frame.raw if frame.raw is not None else orjson.dumps(frame.data).decode()
+    if agent:
+        return f"event:{frame.event}\ndata:{payload}\n".encode()
     if compact:
         return f"id:{seq}\nevent:{frame.event}\ndata:{payload}\n".encode()
     return f"event: {frame.event}\ndata: {payload}\n\n".encode()
@@ -50,12 +55,20 @@ class EventStreamResponse(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, frames: tuple[Frame, ...], tracker: StreamTracker, *, compact: bool) -> None:
+    def __init__(
+        self,
+        frames: tuple[Frame, ...],
+        tracker: StreamTracker,
+        *,
+        compact: bool,
+        agent: bool = False,
+    ) -> None:
         self.status_code = 200
         self.background = None
         self.frames = frames
         self.tracker = tracker
         self.compact = compact
+        self.agent = agent
         self.finished = False
         self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no"})
 
@@ -70,7 +83,7 @@ class EventStreamResponse(Response):
         for seq, frame in enumerate(self.frames, start=1):
             if frame.delay > 0:
                 await asyncio.sleep(frame.delay)
-            body = encode_frame(frame, compact=self.compact, seq=seq)
+            body = encode_frame(frame, compact=self.compact, seq=seq, agent=self.agent)
             await send({"type": "http.response.body", "body": body, "more_body": True})
         self._finish(completed=True)  # before the last byte, so a client never sees it stale
         await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -119,3 +132,18 @@ class ResetConnection(Response):
         transport.abort()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(_wait_for_disconnect(receive), timeout=2.0)
+
+
+def html_error(status: int) -> Response:
+    """What a load balancer in front of Trae answers: an HTML page, not JSON."""
+    page = f"<html><head><title>{status}</title></head><body><h1>{status}</h1></body></html>"
+    return HTMLResponse(page, status_code=status)
+
+
+def respond(plan: Plan, tracker: StreamTracker) -> Response:
+    """The response a plan asks for: an HTML error, a reset connection or an event stream."""
+    if plan.http_status is not None:
+        return html_error(plan.http_status)
+    if plan.reset:
+        return ResetConnection()
+    return EventStreamResponse(plan.frames, tracker, compact=plan.compact, agent=plan.agent)

@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from trae2api.testing.agent_catalog import default_agent_models
+
 DEFAULT_CLIENT_ID = "ono9krqynydwx5"
 DEFAULT_APP_ID = "6eefa01c-1036-4c7e-9ca5-d891f63bfcd8"
 DEFAULT_USER_ID = "7325163180291196987"
@@ -32,6 +34,8 @@ _COUNTERS = (
     "exchanges_rejected",
     "model_lists",
     "chats",
+    "agent_chats",
+    "request_id_reuses",
     "chats_failed_on_purpose",
     "active_streams",
     "cancelled_streams",
@@ -51,8 +55,10 @@ _CONFIG_KEYS = frozenset(
         "fail_next_chats",
         "fail_status",
         "models",
+        "agent_models",
     }
 )
+_REQUEST_IDS_KEPT = 4096
 
 
 def _model(name: str, display: str, *, multimodal: bool = False, default: bool = False) -> Any:
@@ -159,6 +165,8 @@ class SimState:
         self.min_version_code: int | None = None
         self.model_list_fail = False
         self._models = copy.deepcopy(models) if models is not None else default_models()
+        self._agent_models = default_agent_models()
+        self._request_ids: deque[str] = deque(maxlen=_REQUEST_IDS_KEPT)
         initial = self.account.refresh_token
         self._refresh = {initial: _RefreshToken(self._clock() + refresh_ttl)}
         self._current_refresh = initial
@@ -171,6 +179,7 @@ class SimState:
         self._fail_status = 503
         self._scripts: deque[list[dict[str, Any]]] = deque()
         self._last_chat: dict[str, Any] | None = None
+        self._last_agent_chat: dict[str, Any] | None = None
 
     def reset(self) -> None:
         """Back to the state at construction: the initial refresh token works again, every
@@ -182,7 +191,8 @@ class SimState:
 
     def configure(self, **changes: Any) -> None:
         """Change switches: access_ttl, refresh_ttl, exchange_delay, min_version_code,
-        model_list_fail, fail_next_chats, fail_status, models. Unknown keys raise ValueError."""
+        model_list_fail, fail_next_chats, fail_status, models, agent_models (``{pool: [entry]}``,
+        the first pool is the account's own). Unknown keys raise ValueError."""
         unknown = set(changes) - _CONFIG_KEYS
         if unknown:
             raise ValueError(f"unknown configuration keys: {sorted(unknown)}")
@@ -194,6 +204,8 @@ class SimState:
                     self._fail_status = int(value)
                 elif key == "models":
                     self._models = copy.deepcopy(list(value))
+                elif key == "agent_models":
+                    self._agent_models = _agent_catalogue(value)
                 elif key == "min_version_code":
                     self.min_version_code = None if value is None else int(value)
                 elif key == "model_list_fail":
@@ -205,6 +217,11 @@ class SimState:
         """A copy of the model catalogue."""
         with self._lock:
             return copy.deepcopy(self._models)
+
+    def agent_models(self) -> dict[str, list[dict[str, Any]]]:
+        """A copy of the agent dialect's catalogue, pool by pool."""
+        with self._lock:
+            return copy.deepcopy(self._agent_models)
 
     def model_names(self) -> frozenset[str]:
         with self._lock:
@@ -295,17 +312,35 @@ class SimState:
             self._counters["active_streams"] -= 1
             self._counters["completed_streams" if completed else "cancelled_streams"] += 1
 
-    def record_chat(self, headers: dict[str, str], body: Any) -> int:
+    def record_chat(self, headers: dict[str, str], body: Any, *, agent: bool = False) -> int:
         """Keep the chat request for inspection and count it; returns its ordinal (from 1)."""
         with self._lock:
             self._counters["chats"] += 1
+            dialect = "agent" if agent else "legacy"
             self._last_chat = {"headers": dict(headers), "body": copy.deepcopy(body)}
+            self._last_chat["dialect"] = dialect
+            if agent:
+                self._counters["agent_chats"] += 1
+                self._last_agent_chat = copy.deepcopy(self._last_chat)
             return self._counters["chats"]
 
     def last_chat(self) -> dict[str, Any] | None:
-        """``{"headers": {...}, "body": <parsed JSON or raw text>}`` of the last chat, if any."""
+        """``{"headers": {...}, "body": <parsed JSON or raw text>, "dialect": "legacy"|"agent"}``
+        of the last chat of either dialect, if any."""
         with self._lock:
             return copy.deepcopy(self._last_chat)
+
+    def last_agent_chat(self) -> dict[str, Any] | None:
+        """Like ``last_chat``, but the last ``llm_utils_chat`` request only."""
+        with self._lock:
+            return copy.deepcopy(self._last_agent_chat)
+
+    def note_request_id(self, request_id: str) -> None:
+        """Remember an ``X-Request-ID``; seeing one again counts a ``request_id_reuses``."""
+        with self._lock:
+            if request_id in self._request_ids:
+                self._counters["request_id_reuses"] += 1
+            self._request_ids.append(request_id)
 
     def take_chat_failure(self) -> int | None:
         """The HTTP status this chat must fail with (consuming one of ``fail_next_chats``)."""
@@ -349,3 +384,15 @@ class SimState:
                 "min_version_code": self.min_version_code,
                 "model_list_fail": self.model_list_fail,
             }
+
+
+def _agent_catalogue(value: Any) -> dict[str, list[dict[str, Any]]]:
+    """Check an ``agent_models`` value: a non-empty ``{pool: [entry, ...]}``."""
+    if not isinstance(value, dict) or not value:
+        raise ValueError("agent_models must be a non-empty object {pool: [entries]}")
+    for pool, entries in value.items():
+        if not isinstance(entries, list) or not entries:
+            raise ValueError(f"agent_models[{pool!r}] must be a non-empty list")
+        if not all(isinstance(e, dict) and isinstance(e.get("config_name"), str) for e in entries):
+            raise ValueError(f"agent_models[{pool!r}] entries need a string config_name")
+    return copy.deepcopy(value)

@@ -24,8 +24,21 @@ they are removed from the text the default reply echoes:
     [sim:http STATUS]        HTTP STATUS with an HTML body instead of a stream
     [sim:reset]              the TCP connection is reset before any byte of a response: httpx
                              raises ReadError (connection reset) or RemoteProtocolError
+    [sim:bridge-call NAME {json}]  the answer is a prompt-bridge call block, exactly
+                             '<tool_call>\n{"name": NAME, "arguments": {json}}\n</tool_call>'
+                             (json.dumps spacing), streamed in pieces cut inside "<tool_call>"
+                             ("<to" + "ol_call>..."), twice inside the JSON and inside
+                             "</tool_call>"; several directives give several blocks, one per line
+    [sim:bridge-malformed]   a block whose JSON is broken ('{"name": "get_weather", "arguments":
+                             {broken'), which a gateway must pass on as text
+    [sim:bridge-unterminated]  a block with valid JSON that never closes (no </tool_call>)
+    [sim:text-then-call]     "Let me use a tool for that.\n" before the bridge blocks
+When the last user text holds <tool_response name="N" ...>content</tool_response> blocks (bridged
+tool results), the answer is 'Tool results: N → content' (several joined by "; "), whatever the
+bridge directives say; directives are read from the text outside those blocks.
 An unknown or malformed directive answers error {"code": 4001} naming it (typos fail loudly).
 Model deepseek-R1 streams reasoning_content deltas ("Let me think about ...") before the answer.
+The agent dialect's endpoints and directives are described in ``trae2api.testing.agent``.
 
 Choices where protocol.md is silent: a bad/expired ``x-ide-token`` is HTTP 401
 {"code": 1001, "message": "not authenticated"}; every other header problem, including a wrong
@@ -44,13 +57,14 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from trae2api.testing.admin import admin_routes, json_response, read_json
+from trae2api.testing.agent import agent_routes
 from trae2api.testing.scenario import Plan, plan_chat, plan_script
-from trae2api.testing.sse import RAW_SEND_KEY, EventStreamResponse, ResetConnection
+from trae2api.testing.sse import RAW_SEND_KEY, html_error, respond
 from trae2api.testing.state import INVALID_PARAMETER_CODE, ExchangeRejected, SimState
 from trae2api.testing.validation import (
     ChatRequest,
@@ -66,12 +80,6 @@ CHAT_PATH = "/api/ide/v1/chat"
 MODEL_LIST_TYPES = frozenset({"chat", "llm_raw_chat"})
 NOT_AUTHENTICATED = {"code": 1001, "message": "not authenticated"}
 _COMPLETION_ID_BASE = 7_000_000_000
-
-
-def html_error(status: int) -> Response:
-    """What a load balancer in front of Trae answers: an HTML page, not JSON."""
-    page = f"<html><head><title>{status}</title></head><body><h1>{status}</h1></body></html>"
-    return HTMLResponse(page, status_code=status)
 
 
 def _metadata(error: tuple[str, str] | None = None) -> dict[str, Any]:
@@ -191,11 +199,7 @@ class _Upstream:
                 known_model=chat.model_name in self.state.model_names(),
                 too_old=minimum is not None and version_code < minimum,
             )
-        if plan.http_status is not None:
-            return html_error(plan.http_status)
-        if plan.reset:
-            return ResetConnection()
-        return EventStreamResponse(plan.frames, self.state, compact=plan.compact)
+        return respond(plan, self.state)
 
 
 class _SimApp(Starlette):
@@ -208,12 +212,14 @@ class _SimApp(Starlette):
 
 
 def create_upstream_app(state: SimState) -> Starlette:
-    """The simulated Trae: the §2 exchange, the ``/api/ide/*`` endpoints and ``/_sim/*``."""
+    """The simulated Trae: the §2 exchange, the legacy ``/api/ide/*`` endpoints, the agent
+    dialect's catalogue and chat (``trae2api.testing.agent``) and ``/_sim/*``."""
     upstream = _Upstream(state)
     routes = [
         Route(EXCHANGE_PATH, upstream.exchange, methods=["POST"]),
         Route(MODEL_LIST_PATH, upstream.model_list, methods=["GET"]),
         Route(CHAT_PATH, upstream.chat, methods=["POST"]),
+        *agent_routes(state),
         *admin_routes(state),
     ]
     return _SimApp(routes=routes)

@@ -6,7 +6,7 @@ It turns HTTP answers into events or ``ApiError``s; it must not retry, refresh o
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,29 +72,32 @@ class TraeClient:
             )
         return [item for item in configs if isinstance(item, dict) and item.get("name")]
 
-    @asynccontextmanager
-    async def chat(
+    def chat(
         self, body: dict[str, Any], access_token: str, device: DeviceIdentity
-    ) -> AsyncIterator[AsyncIterator[list[SSEEvent]]]:
+    ) -> AbstractAsyncContextManager[AsyncIterator[list[SSEEvent]]]:
         """Protocol §5: open the chat stream; yields its events a network read at a time."""
-        request = self._http.build_request(
-            "POST",
-            f"{self._base_url}/api/ide/v1/chat",
-            content=orjson.dumps(body),
-            headers=self.headers(access_token, device),
-        )
-        with mapped_transport_errors("opening the chat stream"):
-            response = await self._http.send(request, stream=True)
-        try:
-            content_type = response.headers.get("content-type", "")
-            if response.status_code != 200 or content_type.startswith("application/json"):
-                # A JSON answer instead of a stream is an error, whatever its status.
-                with mapped_transport_errors("reading an error answer"):
-                    content = await response.aread()
-                raise http_error(response.status_code, content, response.headers)
-            yield _event_batches(response)
-        finally:
-            await response.aclose()
+        url = f"{self._base_url}/api/ide/v1/chat"
+        return open_event_stream(self._http, url, body, self.headers(access_token, device))
+
+
+@asynccontextmanager
+async def open_event_stream(
+    http: httpx.AsyncClient, url: str, body: dict[str, Any], headers: dict[str, str]
+) -> AsyncIterator[AsyncIterator[list[SSEEvent]]]:
+    """POST ``body`` and yield the answer's event batches; a non-stream answer raises."""
+    request = http.build_request("POST", url, content=orjson.dumps(body), headers=headers)
+    with mapped_transport_errors("opening the chat stream"):
+        response = await http.send(request, stream=True)
+    try:
+        content_type = response.headers.get("content-type", "")
+        if response.status_code != 200 or content_type.startswith("application/json"):
+            # A JSON answer instead of a stream is an error, whatever its status.
+            with mapped_transport_errors("reading an error answer"):
+                content = await response.aread()
+            raise http_error(response.status_code, content, response.headers)
+        yield _event_batches(response)
+    finally:
+        await response.aclose()
 
 
 async def _event_batches(response: httpx.Response) -> AsyncIterator[list[SSEEvent]]:

@@ -1,0 +1,176 @@
+"""The simulated Trae upstream's agent dialect (``docs/trae-agent-dialect.md`` §2–§6), strictly.
+
+It serves two endpoints on the same app, account and tokens as the legacy dialect; it must not be
+lenient.
+
+``POST /api/ide/v1/get_detail_param`` (catalogue): auth and headers as below, a body with exactly
+the seven §3 keys (``config_names: null, need_prompt: false, current_config_info: null,
+poly_prompt: true, mode_type: null, agent_type: null`` and a string ``function``). Answers
+``{"config_info_list": [...]}`` for the pool (``SimState`` ``agent_models``; default pools
+``chat_v3`` and ``solo_work_lite``). Choices: a shape problem is HTTP 400 ``{"code": 4001,
+"message", "field"}``; an unknown pool is HTTP 200 ``{"code": 2001, "message": "function X not
+found"}`` (no ``config_info_list``); a missing or foreign ``x-app-id`` is HTTP 400 ``{"code":
+4001, "message": "expr_path=app_id", "header": "x-app-id"}``; ``model_list_fail`` → HTML 503.
+
+``POST /api/agent/v3/llm_utils_chat`` (chat). Checks, in this order: ``fail_next_chats`` (HTML
+error); the token triple (``Authorization: Cloud-IDE-JWT <t>``, ``X-Cloudide-Token``,
+``X-Ide-Token``, one valid unexpired token) else HTTP 401 ``{"code": 1001, "message": "not
+authenticated"}``; the other headers (``x-ide-version``, numeric ``x-ide-version-code``,
+``X-Request-ID``, the legacy device headers ``x-device-id/-machine-id/-cpu/-brand/-type``,
+``X-App-Version-Code`` = the version code and ``x-uid`` = the user id when sent, JSON
+Content-Type) else HTTP 400 naming the header; then, in-stream (HTTP 200, one ``error`` event):
+``x-app-id`` missing or neither the account's nor the product app id → 4001 "expr_path=app_id";
+the body (``agent_validation.check_agent_chat``: 2001 function, 4023 forbidden keys or unknown
+model, 4001 shape, 4027 tool-call pairing); then a scripted answer if one is queued; then
+``[sim:http]``, ``[sim:reset]``, ``[sim:empty]``; stale version (below ``min_version_code``) →
+4120; unknown directives → 4001; ``[sim:call]`` without ``tools`` → 4001; then the reply.
+
+The stream uses the agent framing: ``event:x`` / ``data:{...}`` lines, no space, no blank lines:
+``metadata`` {prompt_completion_id}, ``timing_cost`` {provider_model_name: the served model, e.g.
+``glm-5.2-0915``}, queue events, ``progress_notice`` (a JSON string), ``output`` ×N
+{response, reasoning_content, tool_calls}, ``extra_info`` {request_id}, ``token_usage``
+{prompt, completion, total, reasoning, cache_read_input tokens}, ``notify_usage``, ``done``
+{"finish_reason": "stop"} (always stop, also after tool calls). Reasoning models stream
+reasoning_content first. The answer: trailing ``tool`` messages → "Tool results: NAME → content"
+(joined by "; "); else the ``[sim:call]`` calls; else ``tool_choice`` ``required`` (first tool,
+``{}``) or a tool name (that tool, ``{}``); else "Hello! You said: <text> (turn N)".
+
+Directives in the last ``user`` message: ``[sim:queue N]``, ``[sim:wait S]``, ``[sim:slow MS]``,
+``[sim:long N]``, ``[sim:error CODE]``, ``[sim:midstream-error CODE]``, ``[sim:nodone]``,
+``[sim:nousage]``, ``[sim:done-empty]``, ``[sim:finish X]``, ``[sim:msg-variant]``,
+``[sim:http STATUS]``, ``[sim:reset]`` as in the legacy dialect, plus:
+
+    [sim:empty]              HTTP 200 text/event-stream with no events at all
+    [sim:call NAME {json}]   call tool NAME with these arguments (several: parallel calls)
+    [sim:interleave]         fragments of parallel calls interleave (call 0, call 1, call 0 ...)
+    [sim:fragment-variant]   "function" instead of "function_call", tool_calls a single object
+    [sim:solo-extras]        fragments (and their function objects) carry "namespace" and
+                             "partial_arguments" keys
+    [sim:text-then-call]     "Let me use a tool for that." streams before the calls
+
+Each call's arguments (``json.dumps`` text) stream as ≥ 3 fragments: the first carries ``index``,
+``id`` (``call_<chat ordinal>_<index>``), ``type: "function"`` and ``function_call: {name,
+arguments}``; the others ``index``, ``id: ""`` and ``function_call: {name: "", arguments}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from trae2api.testing.admin import json_response, read_json
+from trae2api.testing.agent_scenario import plan_agent_chat
+from trae2api.testing.agent_validation import (
+    AgentRejected,
+    app_id_accepted,
+    check_agent_chat,
+    check_agent_headers,
+    check_catalogue_body,
+    presented_token,
+)
+from trae2api.testing.scenario import Frame, Plan, error_frame, plan_script
+from trae2api.testing.sse import html_error, respond
+from trae2api.testing.state import SimState
+from trae2api.testing.validation import Invalid
+
+CATALOGUE_PATH = "/api/ide/v1/get_detail_param"
+AGENT_CHAT_PATH = "/api/agent/v3/llm_utils_chat"
+NOT_AUTHENTICATED = {"code": 1001, "message": "not authenticated"}
+APP_ID_MESSAGE = "expr_path=app_id"
+
+
+def _invalid(exc: Invalid, kind: str) -> Response:
+    body = {"code": 4001, "message": f"invalid {kind} {exc.field}: {exc.reason}"}
+    body["header" if kind == "header" else "field"] = exc.field
+    return json_response(body, 400)
+
+
+def _error_stream(frame: Frame) -> Plan:
+    return Plan((frame,), agent=True)
+
+
+class _AgentUpstream:
+    def __init__(self, state: SimState) -> None:
+        self.state = state
+
+    def _authenticate(self, headers: Mapping[str, str]) -> Response | None:
+        """None when the token triple and the other §2 headers are acceptable."""
+        token = presented_token(headers)
+        owner = None if token is None else self.state.access_token_owner(token)
+        if owner is None:
+            self.state.count("auth_rejections")
+            return json_response(NOT_AUTHENTICATED, 401)
+        try:
+            check_agent_headers(headers, user_id=self.state.user_id)
+        except Invalid as exc:
+            self.state.count("header_rejections")
+            return _invalid(exc, "header")
+        self.state.note_device(owner, headers["x-device-id"], headers["x-machine-id"])
+        self.state.note_request_id(headers["x-request-id"])
+        return None
+
+    async def catalogue(self, request: Request) -> Response:
+        """``get_detail_param``: the pool's ``config_info_list``."""
+        if self.state.model_list_fail:
+            return html_error(503)
+        denied = self._authenticate(request.headers)
+        if denied is not None:
+            return denied
+        if not app_id_accepted(request.headers, self.state.app_id):
+            self.state.count("header_rejections")
+            body = {"code": 4001, "message": APP_ID_MESSAGE, "header": "x-app-id"}
+            return json_response(body, 400)
+        catalogue = self.state.agent_models()
+        data, ok = await read_json(request)
+        try:
+            pool = check_catalogue_body(data if ok else None, catalogue)
+        except Invalid as exc:
+            self.state.count("body_rejections")
+            return _invalid(exc, "field")
+        except AgentRejected as exc:
+            self.state.count("body_rejections")
+            return json_response({"code": exc.code, "message": exc.message})
+        self.state.count("model_lists")
+        return json_response({"config_info_list": catalogue[pool]})
+
+    async def chat(self, request: Request) -> Response:
+        """``llm_utils_chat``: validate, then stream the planned answer."""
+        data, ok = await read_json(request)
+        ordinal = self.state.record_chat(dict(request.headers), data, agent=True)
+        failure = self.state.take_chat_failure()
+        if failure is not None:
+            return html_error(failure)
+        denied = self._authenticate(request.headers)
+        if denied is not None:
+            return denied
+        return respond(self._plan(request.headers, data if ok else None, ordinal), self.state)
+
+    def _plan(self, headers: Mapping[str, str], data: object, ordinal: int) -> Plan:
+        if not app_id_accepted(headers, self.state.app_id):
+            self.state.count("header_rejections")
+            return _error_stream(error_frame(4001, message=APP_ID_MESSAGE))
+        try:
+            chat = check_agent_chat(data, self.state.agent_models())
+        except AgentRejected as exc:
+            self.state.count("body_rejections")
+            return _error_stream(error_frame(exc.code, message=exc.message))
+        script = self.state.pop_script()
+        if script is not None:
+            return dataclasses.replace(plan_script(script), agent=True)
+        minimum = self.state.min_version_code
+        too_old = minimum is not None and int(headers["x-ide-version-code"]) < minimum
+        request_id = headers["x-request-id"]
+        return plan_agent_chat(chat, ordinal=ordinal, request_id=request_id, too_old=too_old)
+
+
+def agent_routes(state: SimState) -> list[Route]:
+    """The agent dialect's catalogue and chat routes."""
+    agent = _AgentUpstream(state)
+    return [
+        Route(CATALOGUE_PATH, agent.catalogue, methods=["POST"]),
+        Route(AGENT_CHAT_PATH, agent.chat, methods=["POST"]),
+    ]

@@ -1,0 +1,102 @@
+"""Calls to the agent dialect: headers (dialect §2), catalogue (§3) and chat stream (§4, §5).
+
+It turns HTTP answers into event batches or ``ApiError``s; it must not retry or translate.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import httpx
+import orjson
+
+from trae2api.agent import catalogue_request, parse_catalogue
+from trae2api.auth.credentials import DeviceIdentity
+from trae2api.errors import UpstreamUnavailable, from_business_code
+from trae2api.sse import SSEEvent
+from trae2api.upstream.client import (
+    UpstreamIdentity,
+    business_code,
+    http_error,
+    open_event_stream,
+)
+from trae2api.upstream.transport import mapped_transport_errors
+
+
+class AgentClient:
+    """One account's view of ``/api/agent/v3/llm_utils_chat`` and ``get_detail_param``."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        base_url: str,
+        identity: UpstreamIdentity,
+        user_id: str,
+        pool: str,
+    ) -> None:
+        self._http = http
+        self._base_url = base_url
+        self._identity = identity
+        self._user_id = user_id
+        self.pool = pool
+
+    def headers(self, access_token: str, device: DeviceIdentity, accept: str) -> dict[str, str]:
+        """Dialect §2: the token three times, app and version, device, a fresh request id."""
+        identity = self._identity
+        headers = {
+            "authorization": f"Cloud-IDE-JWT {access_token}",
+            "x-cloudide-token": access_token,
+            "x-ide-token": access_token,
+            "x-app-id": identity.app_id,
+            "x-ide-version": identity.ide_version,
+            "x-ide-version-code": identity.ide_version_code,
+            "x-app-version-code": identity.ide_version_code,
+            "x-ide-version-type": "stable",
+            "x-app-version": "default",
+            "request-traffic-type": "prod",
+            "user-agent": f"Trae/{identity.ide_version}",
+            "x-request-id": str(uuid.uuid4()),
+            "x-device-id": device.device_id,
+            "x-machine-id": device.machine_id,
+            "x-device-cpu": device.cpu,
+            "x-device-brand": device.brand,
+            "x-device-type": device.device_type,
+            "content-type": "application/json",
+            "accept": accept,
+        }
+        if self._user_id:
+            headers["x-uid"] = self._user_id
+        return headers
+
+    async def catalogue(self, access_token: str, device: DeviceIdentity) -> list[dict[str, Any]]:
+        """Dialect §3: the pool's models, filtered, as catalogue entries."""
+        with mapped_transport_errors("listing models"):
+            response = await self._http.post(
+                f"{self._base_url}/api/ide/v1/get_detail_param",
+                content=orjson.dumps(catalogue_request(self.pool)),
+                headers=self.headers(access_token, device, "application/json"),
+            )
+        if response.status_code != 200:
+            raise http_error(response.status_code, response.content, response.headers)
+        try:
+            payload = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            payload = None
+        found = business_code(payload)
+        if found:
+            raise from_business_code(*found)
+        if not isinstance(payload, dict) or "config_info_list" not in payload:
+            raise UpstreamUnavailable("Trae's catalogue answer had no config_info_list")
+        return parse_catalogue(payload)
+
+    def chat(
+        self, body: dict[str, Any], access_token: str, device: DeviceIdentity
+    ) -> AbstractAsyncContextManager[AsyncIterator[list[SSEEvent]]]:
+        """Dialect §4: open the chat stream; yields its events a network read at a time."""
+        url = f"{self._base_url}/api/agent/v3/llm_utils_chat"
+        headers = self.headers(access_token, device, "text/event-stream")
+        return open_event_stream(self._http, url, body, headers)
