@@ -187,6 +187,11 @@ def test_session_id_is_stable_per_conversation_and_client() -> None:
             '{"prompt_tokens": 3, "completion_tokens": 4, "reasoning_tokens": 2}',
             UsageReport(3, 4, 7, 2),
         ),
+        (
+            "token_usage",
+            '{"prompt_tokens": 9, "completion_tokens": 1, "cache_read_input_tokens": 5}',
+            UsageReport(9, 1, 10, None, 5),
+        ),
         ("error", '{"code": 4011, "message": "slow down"}', Failure(4011, "slow down")),
         ("error", '{"code": "4008", "msg": "quota"}', Failure(4008, "quota")),
         ("metadata", '{"prompt_completion_id": 1}', None),
@@ -238,12 +243,13 @@ def test_map_finish_reason(value: object, expected: str) -> None:
 
 def test_usage_from_trae_is_passed_through() -> None:
     """Trae's own usage counts are reported as they are, reasoning in the details."""
-    usage = usage_payload(UsageReport(10, 5, 15, 2), "ignored", "ignored")
+    usage = usage_payload(UsageReport(10, 5, 15, 2, 4), "ignored", "ignored")
     assert usage == {
         "prompt_tokens": 10,
         "completion_tokens": 5,
         "total_tokens": 15,
         "completion_tokens_details": {"reasoning_tokens": 2},
+        "prompt_tokens_details": {"cached_tokens": 4},
     }
 
 

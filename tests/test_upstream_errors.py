@@ -65,6 +65,8 @@ def test_business_code(payload: object, expected: tuple[int, str] | None) -> Non
         (4028, 429, "rate_limit_error", 5),
         (4050, 429, "rate_limit_error", 30),
         (4001, 400, "invalid_request_error", None),
+        (2001, 400, "invalid_request_error", None),
+        (4027, 400, "invalid_request_error", None),
         (4023, 404, "invalid_request_error", None),
         (4017, 403, "permission_error", None),
         (4120, 502, "upstream_error", None),

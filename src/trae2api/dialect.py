@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
+import structlog
+
 from trae2api import bridge
 from trae2api.agent import AUTO_MODEL, bare_model_name, build_agent_body
 from trae2api.auth.credentials import DeviceIdentity
@@ -25,6 +27,7 @@ from trae2api.translate import (
 from trae2api.upstream.agent_client import AgentClient
 from trae2api.upstream.client import TraeClient
 
+log = structlog.get_logger(__name__)
 _WORKSPACES = {
     "Windows": "C:\\Users\\trae\\workspace",
     "macOS": "/Users/trae/workspace",
@@ -89,6 +92,9 @@ class LegacyDialect:
         return build_legacy_body(self._bridged_turns(request), context)
 
     def _bridged_turns(self, request: ChatRequest) -> list[Turn]:
+        if request.max_tokens:
+            # The legacy body has no length field (protocol §5): accepted, not enforced.
+            log.debug("max_tokens_not_forwarded", dialect=self.name)
         turns = render_tool_history(request.turns)
         if not self.bridges_tools(request):
             return turns

@@ -198,6 +198,24 @@ def from_business_code(code: int, message: str) -> UpstreamError:
             type="invalid_request_error",
             code="invalid_request",
         )
+    if code == 2001:
+        return UpstreamRejected(
+            f"{detail} (Trae does not know the function pool; check TRAE_FUNCTION, e.g. "
+            f"chat_v3, or solo_work_lite for SOLO accounts)",
+            upstream_code=code,
+            status=400,
+            type="invalid_request_error",
+            code="invalid_request",
+        )
+    if code == 4027:
+        return UpstreamRejected(
+            f"{detail} (a tool result does not match an earlier tool call)",
+            upstream_code=code,
+            status=400,
+            type="invalid_request_error",
+            code="invalid_request",
+            param="messages",
+        )
     if code == 4023:
         return UpstreamRejected(
             f"{detail} (Trae does not know this model; GET /v1/models lists the ones it serves)",

@@ -56,6 +56,7 @@ class UsageReport:
     completion_tokens: int
     total_tokens: int
     reasoning_tokens: int | None
+    cached_tokens: int | None = None  # agent dialect: cache_read_input_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,9 +165,13 @@ def _queue_position(data: str) -> int | None:
 def _usage(payload: dict[str, Any]) -> UsageReport:
     prompt, completion = _int(payload.get("prompt_tokens")), _int(payload.get("completion_tokens"))
     total = _int(payload.get("total_tokens")) or prompt + completion
-    reasoning = payload.get("reasoning_tokens")
+    reasoning, cached = payload.get("reasoning_tokens"), payload.get("cache_read_input_tokens")
     return UsageReport(
-        prompt, completion, total, _int(reasoning) if reasoning is not None else None
+        prompt,
+        completion,
+        total,
+        _int(reasoning) if reasoning is not None else None,
+        _int(cached) if cached is not None else None,
     )
 
 
@@ -207,6 +212,8 @@ def usage_payload(
         }
         if report.reasoning_tokens is not None:
             usage["completion_tokens_details"] = {"reasoning_tokens": report.reasoning_tokens}
+        if report.cached_tokens is not None:
+            usage["prompt_tokens_details"] = {"cached_tokens": report.cached_tokens}
         return usage
     prompt, completion = estimate_tokens(prompt_text), estimate_tokens(completion_text)
     return {

@@ -35,9 +35,6 @@ def to_chat_request(
         raise InvalidRequest("stop accepts at most 4 sequences", param="stop")
     if unknown := body.unknown_fields():
         log.debug("unknown_fields_ignored", fields=unknown)
-    if body.max_tokens or body.max_completion_tokens:
-        # The legacy chat body has no length limit field (protocol §5): accepted, not enforced.
-        log.debug("max_tokens_not_forwarded", dialect="legacy")
     messages = [
         {
             "role": m.role,

@@ -16,6 +16,7 @@ _NAME = re.compile(r"[A-Za-z0-9_.:-]+")
 _RESPONSE = re.compile(r"<tool_response\b([^>]*)>(.*?)</tool_response>", re.DOTALL | re.IGNORECASE)
 _NAME_ATTR = re.compile(r"""\bname\s*=\s*(?:"([^"]*)"|'([^']*)')""")
 _DECODER = json.JSONDecoder()
+JSON_PIECE = 11
 MALFORMED_BLOCK = '<tool_call>\n{"name": "get_weather", "arguments": {broken\n</tool_call>'
 UNTERMINATED_BLOCK = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n'
 
@@ -82,15 +83,14 @@ def bridge_block(call: ScriptedCall) -> str:
 
 
 def awkward_pieces(block: str) -> list[str]:
-    """Split one block at awkward places: inside ``<tool_call>`` (``<to`` + ``ol_call>``),
-    twice inside the JSON and inside ``</tool_call>``; the pieces join back to ``block``."""
+    """Split one block at awkward places: inside ``<tool_call>`` (``<to`` + ``ol_call>``), every
+    ``JSON_PIECE`` characters of the JSON and inside ``</tool_call>`` (``</tool_`` + ``call>``);
+    the pieces join back to ``block``."""
     cuts = {3}
     body_start = block.find("\n") + 1
     closing = block.rfind("</tool_call>")
     body_end = closing if closing > body_start else len(block)
-    span = body_end - body_start
-    if span >= 3:
-        cuts |= {body_start + span // 3, body_start + 2 * span // 3}
+    cuts |= set(range(body_start + JSON_PIECE, body_end, JSON_PIECE))
     if closing > 0:
         cuts.add(closing + len("</tool_"))
     edges = [0, *sorted(c for c in cuts if 0 < c < len(block)), len(block)]
