@@ -421,3 +421,11 @@ def test_expired_right_after_start_needs_one_exchange(gateway: Gateway, sim: Sim
         answers = list(pool.map(ask, range(20)))
     assert answers == [f"Hello! You said: n{i} (turn 0)" for i in range(20)]
     assert sim.control.stats()["exchanges_ok"] == 2
+
+
+def test_done_finish_reason_wins(client: openai.OpenAI) -> None:
+    """done's finish_reason is the one clients see (protocol §6)."""
+    completion = client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "x [sim:finish length]"}]
+    )
+    assert completion.choices[0].finish_reason == "length"

@@ -77,7 +77,8 @@ class Answer:
         if isinstance(item, Queued) and self.queued_since is None:
             self.queued_since = self._clock()
         elif isinstance(item, Finished):
-            self.upstream_finish = self.upstream_finish or item.reason
+            # Protocol §6: done's finish_reason wins; an empty done keeps what output said.
+            self.upstream_finish = item.reason or self.upstream_finish
             self.done = True
         elif isinstance(item, UsageReport):
             self.usage = item

@@ -47,7 +47,7 @@ class Queued:
 
 @dataclass(frozen=True, slots=True)
 class Finished:
-    reason: str
+    reason: str | None  # None: ``done`` did not say (an earlier output's reason stands)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +99,8 @@ def interpret(event: SSEEvent) -> Item | None:
         served = _json_object(event.data).get("provider_model_name")
         return ServedModel(served) if isinstance(served, str) and served else None
     if name == "done":
-        return Finished(map_finish_reason(_json_object(event.data).get("finish_reason")))
+        stated = _json_object(event.data).get("finish_reason")
+        return Finished(map_finish_reason(stated) if stated else None)
     if name in _QUEUE_EVENTS:
         return Queued(_queue_position(event.data))
     if name == "token_usage":
