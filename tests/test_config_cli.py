@@ -304,6 +304,27 @@ def test_demo_serves_without_any_account(tmp_path: Path) -> None:
         assert "hello demo" in (reply.choices[0].message.content or "")
 
 
+def test_demo_speaks_the_agent_dialect(tmp_path: Path) -> None:
+    """``UPSTREAM_DIALECT=agent serve --demo`` lists the agent catalogue and calls tools."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**base_env(tmp_path), "UPSTREAM_DIALECT": "agent"}
+    args = ("serve", "--demo", "--env-file", "/dev/null", "--port", str(port))
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+    with (
+        serving(*args, env=env, cwd=tmp_path, url=url),
+        openai.OpenAI(base_url=f"{url}/v1", api_key="demo", max_retries=0) as client,
+    ):
+        assert "auto" in [model.id for model in client.models.list().data]
+        reply = client.chat.completions.create(
+            model="glm-5.2",
+            messages=[{"role": "user", "content": "find it"}],
+            tools=[tool],  # type: ignore[list-item]
+            tool_choice="required",
+        )
+        assert reply.choices[0].finish_reason == "tool_calls"
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write to a mode 0500 directory")
 def test_read_only_data_dir_is_named(tmp_path: Path) -> None:
     """An existing DATA_DIR without write permission exits 2 naming DATA_DIR."""
