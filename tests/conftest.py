@@ -48,6 +48,8 @@ def gateway_env(sim: SimulatedTrae, data_dir: Path, **extra: Any) -> dict[str, s
         "REFRESH_TOKEN": account.refresh_token,
         "BASE_URL": sim.url,
         "REFRESH_TOKEN_URL": sim.url,
+        "GET_FILE_ID_URL": sim.url,
+        "UPLOAD_FILE_URL": sim.url,
         "DATA_DIR": str(data_dir),
         "AUTH_TOKEN": CLIENT_KEY,
     }

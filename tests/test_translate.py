@@ -24,6 +24,7 @@ from trae2api.events import (
 from trae2api.render import ChunkRenderer, OutputShaper, StopMatcher
 from trae2api.sse import SSEEvent
 from trae2api.translate import (
+    ImagePart,
     LegacyContext,
     ToolCall,
     Turn,
@@ -73,7 +74,14 @@ def test_turns_from_messages(messages: list[tuple[str, Any]], expected: list[Tur
         ([("function", "x")], "messages[0].role"),
         ([("tool", "x")], "messages[0].tool_call_id"),
         ([("user", "a"), ("user", [{"type": "audio"}])], "messages[1].content[0]"),
-        ([("user", [{"type": "image_url", "image_url": {"url": "x"}}])], "messages[0].content[0]"),
+        (
+            [("user", [{"type": "image_url", "image_url": {"url": "ftp://x"}}])],
+            "messages[0].content[0].image_url.url",
+        ),
+        (
+            [("assistant", [{"type": "image_url", "image_url": {"url": "data:x"}}])],
+            "messages[0].content[0]",
+        ),
     ],
 )
 def test_turns_from_messages_rejects(messages: list[tuple[str, Any]], param: str) -> None:
@@ -82,6 +90,27 @@ def test_turns_from_messages_rejects(messages: list[tuple[str, Any]], param: str
         turns_from_messages([{"role": r, "content": c} for r, c in messages])
     assert caught.value.param == param
     assert caught.value.status == 400
+
+
+def test_image_parts_are_collected_with_their_place() -> None:
+    """Image parts of a user message are kept in order with the parameter path they came from."""
+    turns = turns_from_messages(
+        [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "look"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}},
+                    {"type": "image_url", "image_url": "https://example.com/a.png"},
+                ],
+            }
+        ]
+    )
+    assert turns[0].text == "look"
+    assert turns[0].images == (
+        ImagePart("data:image/png;base64,AA==", "messages[0].content[1]"),
+        ImagePart("https://example.com/a.png", "messages[0].content[2]"),
+    )
 
 
 def test_tool_messages_keep_calls_and_ids() -> None:

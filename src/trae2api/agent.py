@@ -63,7 +63,11 @@ def bare_model_name(name: str) -> str:
 
 
 def build_agent_body(
-    request: ChatRequest, model: str | None, pool: str, max_tokens_limit: int | None
+    request: ChatRequest,
+    model: str | None,
+    pool: str,
+    max_tokens_limit: int | None,
+    images: Sequence[Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """The ``llm_utils_chat`` body, rewritten exactly as dialect §4 says."""
     body: dict[str, Any] = {"function": pool, "stream": True}
@@ -71,7 +75,7 @@ def build_agent_body(
         body["function"] = "inline_chat"  # "auto": the account's default model
     else:
         body["config_name"] = body["model"] = model
-    body["messages"] = agent_messages(request.turns)
+    body["messages"] = agent_messages(request.turns, images)
     if request.tools and request.tool_choice != "none":
         body["tools"] = [_agent_tool(tool) for tool in request.tools]
         body["tool_choice"] = request.tool_choice
@@ -84,11 +88,17 @@ def build_agent_body(
     return body
 
 
-def agent_messages(turns: Sequence[Turn]) -> list[dict[str, Any]]:
-    """Messages with content as parts and ``function_call`` in assistant tool calls."""
+def agent_messages(
+    turns: Sequence[Turn], images: Sequence[Sequence[str]] | None = None
+) -> list[dict[str, Any]]:
+    """Messages with content as parts (images as ``image_url`` parts, given as URLs) and
+    ``function_call`` in assistant tool calls."""
     messages = []
     for index, turn in enumerate(turns):
-        message: dict[str, Any] = {"role": turn.role, "content": _parts(turn.text)}
+        parts = _parts(turn.text)
+        # Dialect §4: images travel as parts; whether the model sees them is UNKNOWN.
+        parts += [{"type": "image_url", "image_url": {"url": url}} for url in _at(images, index)]
+        message: dict[str, Any] = {"role": turn.role, "content": parts}
         if turn.role == "tool":
             message["tool_call_id"] = turn.tool_call_id
         elif turn.tool_calls:
@@ -120,7 +130,11 @@ def _answered_ids(turns: Sequence[Turn], start: int) -> set[str]:
     return answered
 
 
-def _parts(text: str) -> list[dict[str, str]]:
+def _at(images: Sequence[Sequence[str]] | None, index: int) -> Sequence[str]:
+    return images[index] if images is not None and index < len(images) else ()
+
+
+def _parts(text: str) -> list[dict[str, Any]]:
     # Dialect §4: content must be an array of parts; a plain string is rejected (4001).
     return [{"type": "text", "text": text}] if text else []
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,18 +26,23 @@ from trae2api.api import health as health_routes
 from trae2api.api import models as model_routes
 from trae2api.api.middleware import BodyLimit, RequestContext
 from trae2api.api.security import ClientKeys
+from trae2api.attachments import Attachments
 from trae2api.auth.manager import CredentialManager
 from trae2api.auth.sqlite_store import SqliteStore
 from trae2api.chat import ChatService, ChatTuning
 from trae2api.config import Settings
 from trae2api.dialect import AgentDialect, Dialect, LegacyDialect
 from trae2api.errors import ApiError
+from trae2api.imagefetch import ImageFetcher
 from trae2api.log import secrets_registry
 from trae2api.models import AliasTable, ModelCatalog, fetch_model_configs
+from trae2api.sigv4 import region_from_host
 from trae2api.status.health import UpstreamHealth
 from trae2api.upstream.agent_client import AgentClient
 from trae2api.upstream.client import TraeClient, UpstreamIdentity
 from trae2api.upstream.exchange import TokenExchanger
+from trae2api.upstream.imagex import ImageUploader
+from trae2api.upstream.upload_cache import SqliteUploadCache
 
 log = structlog.get_logger(__name__)
 STORE_FILE = "trae2api.sqlite3"
@@ -52,6 +59,7 @@ class Deps:
     catalog: ModelCatalog
     chat: ChatService
     health: UpstreamHealth
+    attachments: Attachments
     background: list[asyncio.Task[Any]] = field(default_factory=list)
 
     async def probe(self) -> None:
@@ -93,18 +101,36 @@ def build_deps(settings: Settings) -> Deps:
         return await fetch_model_configs(dialect, account, health)
 
     catalog = ModelCatalog(fetch_catalogue, aliases, ttl=settings.models_ttl)
-    dialect = _dialect(settings, http, identity, catalog)
+    dialect = _dialect(settings, http, identity, catalog, account, store.path)
+    attachments = Attachments(
+        ImageFetcher(
+            max_bytes=settings.max_image_bytes,
+            timeout=settings.image_fetch_timeout,
+            allow_private=settings.allow_private_image_urls,
+            verify=_image_tls(settings),
+        ),
+        catalog,
+        max_bytes=settings.max_image_bytes,
+        inline_remote=dialect.needs_image_bytes,
+    )
     tuning = ChatTuning(
         retries=settings.upstream_retries,
         queue_timeout=settings.queue_timeout,
         keepalive_interval=settings.keepalive_interval,
     )
-    chat = ChatService(dialect=dialect, account=account, health=health, tuning=tuning)
-    return Deps(http, store, account, dialect, catalog, chat, health)
+    chat = ChatService(
+        dialect=dialect, account=account, health=health, tuning=tuning, attachments=attachments
+    )
+    return Deps(http, store, account, dialect, catalog, chat, health, attachments)
 
 
 def _dialect(
-    settings: Settings, http: httpx.AsyncClient, identity: UpstreamIdentity, catalog: ModelCatalog
+    settings: Settings,
+    http: httpx.AsyncClient,
+    identity: UpstreamIdentity,
+    catalog: ModelCatalog,
+    account: CredentialManager,
+    store_path: Path,
 ) -> Dialect:
     """UPSTREAM_DIALECT picks the adapter; both share everything else."""
     if settings.upstream_dialect == "agent":
@@ -115,11 +141,47 @@ def _dialect(
             user_id=settings.user_id,
             pool=settings.trae_function,
         )
-        return AgentDialect(client, catalog, catalog.aliases.to_trae)
+        return AgentDialect(
+            client,
+            catalog,
+            catalog.aliases.to_trae,
+            inline_remote_images=settings.inline_remote_images,
+        )
     legacy = TraeClient(http, base_url=settings.base_url, identity=identity)
-    return LegacyDialect(
-        legacy, version_code=int(settings.ide_version_code), to_trae=catalog.aliases.to_trae
+    uploader = ImageUploader(
+        http,
+        base_url=settings.base_url,
+        credentials_path=settings.upload_token_path,
+        file_id_url=settings.get_file_id_url,
+        upload_url=settings.upload_file_url,
+        region=_imagex_region(settings),
+        service_name=settings.imagex_service_name,
+        headers=legacy.headers,
+        cache=SqliteUploadCache(store_path),
+        cache_ttl=settings.image_cache_ttl,
     )
+    return LegacyDialect(
+        legacy,
+        version_code=int(settings.ide_version_code),
+        to_trae=catalog.aliases.to_trae,
+        uploader=uploader,
+        account=account,
+        media_item=settings.multi_media_item,
+    )
+
+
+def _imagex_region(settings: Settings) -> str:
+    # Protocol §8: the host's region, else IMAGEX_REGION, else ap-singapore-1.
+    host = httpx.URL(settings.get_file_id_url).host
+    return region_from_host(host) or settings.imagex_region or "ap-singapore-1"
+
+
+def _image_tls(settings: Settings) -> ssl.SSLContext | bool:
+    if settings.image_fetch_ca_bundle is None:
+        return True
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=str(settings.image_fetch_ca_bundle))
+    return context
 
 
 def _lifespan(
@@ -142,6 +204,8 @@ def _lifespan(
             # A refresh in flight must finish writing the rotated token before the store closes.
             await ready.account.aclose()
             await ready.http.aclose()
+            await ready.attachments.aclose()
+            await ready.dialect.aclose()
             await ready.store.close()
 
     return lifespan

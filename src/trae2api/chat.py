@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from trae2api.answer import Answer, StreamWriter
+from trae2api.attachments import Attachments
 from trae2api.auth.account import Account
 from trae2api.dialect import Dialect
 from trae2api.errors import (
@@ -70,13 +71,19 @@ class ChatService:
         account: Account,
         health: UpstreamHealth,
         tuning: ChatTuning,
+        attachments: Attachments | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._dialect = dialect
+        self._attachments = attachments
         self._account = account
         self._health = health
         self._tuning = tuning
         self._clock = clock
+
+    async def _body(self, request: ChatRequest) -> dict[str, Any]:
+        images = await self._attachments.load(request) if self._attachments else None
+        return await self._dialect.body(request, self._account.device, images)
 
     def _answer(self, request: ChatRequest) -> Answer:
         return Answer(
@@ -96,7 +103,7 @@ class ChatService:
         answer = self._answer(request)
         content: list[str] = []
         reasoning: list[str] = []
-        body = await self._dialect.body(request, self._account.device)
+        body = await self._body(request)
         batches = self._relay(self._items(body), _NONSTREAM_TICK)
         checked_at = time.monotonic()
         try:
@@ -144,7 +151,7 @@ class ChatService:
             _completion_id(), int(self._clock()), request.model, request.include_usage
         )
         writer = StreamWriter(renderer, answer)
-        body = await self._dialect.body(request, self._account.device)
+        body = await self._body(request)
         batches = self._relay(self._items(body), self._tuning.keepalive_interval)
         try:
             async for batch in batches:

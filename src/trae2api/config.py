@@ -7,6 +7,7 @@ from (the seed guide); this module must not start anything or touch the network.
 from __future__ import annotations
 
 import ipaddress
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -31,6 +32,15 @@ WHERE_TO_FIND = {
     "USER_ID": "your Trae user id: UserID in Trae's storage.json or main.log",
 }
 _ACCOUNT_VARIABLES = ("APP_ID", "CLIENT_ID", "REFRESH_TOKEN")
+# Protocol §8 CHOICE: the default multi_media item; "$name" values are filled per image.
+DEFAULT_MULTI_MEDIA_ITEM = {
+    "type": "image",
+    "uri": "$uri",
+    "width": "$width",
+    "height": "$height",
+    "format": "$format",
+}
+_ITEM_EXAMPLE = '{"type": "image", "uri": "$uri", "width": "$width", "height": "$height"}'
 # Trae's product app id, what peers send on the agent dialect (dialect §2).
 AGENT_APP_ID = "6eefa01c-1036-4c7e-9ca5-d891f63bfcd8"
 # (chat and catalogue host, exchange host) per dialect and region (protocol §1, dialect §1).
@@ -53,7 +63,11 @@ class Settings(BaseSettings):
     """Every variable trae2api reads; names are the seed's where the seed had one."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        env_ignore_empty=True,  # "VAR=" in .env means "use the default", as in .env.example
     )
 
     app_id: str = ""
@@ -79,6 +93,20 @@ class Settings(BaseSettings):
     reasoning_mode: ReasoningMode = "reasoning_content"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
+
+    max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    allow_private_image_urls: bool = False
+    inline_remote_images: bool = True
+    image_fetch_timeout: float = Field(default=10.0, gt=0)
+    image_fetch_ca_bundle: Path | None = None  # extra CAs for https image URLs (PEM file)
+    image_cache_ttl: float = Field(default=7 * 86400.0, ge=0)
+    # Protocol §8 UNKNOWNs, kept configurable with the documented defaults.
+    imagex_region: str | None = None
+    imagex_service_name: str = Field(default="imagex", min_length=1)
+    upload_token_path: str = Field(default="/api/ide/v1/get_upload_token", pattern=r"^/")
+    multi_media_item: Annotated[dict[str, Any], NoDecode] = Field(
+        default_factory=lambda: dict(DEFAULT_MULTI_MEDIA_ITEM)
+    )
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
@@ -144,6 +172,19 @@ class Settings(BaseSettings):
         if any("=" not in pair for pair in pairs):
             raise ValueError("use the form client-name=trae-name[,client-name=trae-name]")
         return dict(pair.split("=", 1) for pair in pairs)
+
+    @field_validator("multi_media_item", mode="before")
+    @classmethod
+    def _parse_item(cls, value: Any) -> Any:
+        # A JSON object; string values "$uri", "$width", "$height", "$format", "$md5" are filled.
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise ValueError("must be a JSON object such as " + _ITEM_EXAMPLE) from None
+        if not isinstance(value, dict) or "$uri" not in value.values():
+            raise ValueError('must be a JSON object with a "$uri" value, e.g. ' + _ITEM_EXAMPLE)
+        return value
 
     @field_validator(*_URL_FIELDS)
     @classmethod

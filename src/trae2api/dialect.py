@@ -7,7 +7,7 @@ it must not read streams or decide retries — chat.py does that for both.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -15,7 +15,12 @@ import structlog
 
 from trae2api import bridge
 from trae2api.agent import AUTO_MODEL, bare_model_name, build_agent_body
+from trae2api.attachments import TurnImages
+from trae2api.auth.account import Account
 from trae2api.auth.credentials import DeviceIdentity
+from trae2api.config import DEFAULT_MULTI_MEDIA_ITEM
+from trae2api.errors import InvalidRequest, UpstreamRejected
+from trae2api.images import ImageData
 from trae2api.sse import SSEEvent
 from trae2api.translate import (
     ChatRequest,
@@ -26,6 +31,7 @@ from trae2api.translate import (
 )
 from trae2api.upstream.agent_client import AgentClient
 from trae2api.upstream.client import TraeClient
+from trae2api.upstream.imagex import UploadedImage
 
 log = structlog.get_logger(__name__)
 _WORKSPACES = {
@@ -43,12 +49,26 @@ class Limits(Protocol):
     async def max_tokens(self, model_id: str) -> int | None: ...
 
 
+class Uploader(Protocol):
+    """The legacy image pipeline (protocol §8): bytes in, an ImageX reference out."""
+
+    async def upload(
+        self, image: ImageData, access_token: str, device: DeviceIdentity
+    ) -> UploadedImage: ...
+
+    async def close(self) -> None: ...
+
+
 class Dialect(Protocol):
     name: str
+    # Whether remote image URLs must be fetched (else they may be passed on as they are).
+    needs_image_bytes: bool
 
     def bridges_tools(self, request: ChatRequest) -> bool: ...
 
-    async def body(self, request: ChatRequest, device: DeviceIdentity) -> dict[str, Any]: ...
+    async def body(
+        self, request: ChatRequest, device: DeviceIdentity, images: TurnImages | None = None
+    ) -> dict[str, Any]: ...
 
     def open_chat(
         self, body: dict[str, Any], access_token: str, device: DeviceIdentity
@@ -58,11 +78,14 @@ class Dialect(Protocol):
         self, access_token: str, device: DeviceIdentity
     ) -> list[dict[str, Any]]: ...
 
+    async def aclose(self) -> None: ...
+
 
 class LegacyDialect:
     """``/api/ide/v1/chat`` (protocol §5); tools travel through the prompt bridge."""
 
     name = "legacy"
+    needs_image_bytes = True
 
     def __init__(
         self,
@@ -70,17 +93,25 @@ class LegacyDialect:
         *,
         version_code: int,
         to_trae: Callable[[str], str],
+        uploader: Uploader | None = None,
+        account: Account | None = None,
+        media_item: Mapping[str, Any] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
         self._version_code = version_code
         self._to_trae = to_trae
+        self._uploader = uploader
+        self._account = account
+        self._media_item = dict(media_item or DEFAULT_MULTI_MEDIA_ITEM)
         self._clock = clock
 
     def bridges_tools(self, request: ChatRequest) -> bool:
         return bool(request.tools) and request.tool_choice != "none"
 
-    async def body(self, request: ChatRequest, device: DeviceIdentity) -> dict[str, Any]:
+    async def body(
+        self, request: ChatRequest, device: DeviceIdentity, images: TurnImages | None = None
+    ) -> dict[str, Any]:
         context = LegacyContext(
             trae_model=self._to_trae(request.model),
             session_id=session_id_for(request.turns, request.client_name),
@@ -89,7 +120,28 @@ class LegacyDialect:
             system_type=device.system_type,
             workspace_path=_WORKSPACES.get(device.system_type, _WORKSPACES["Linux"]),
         )
-        return build_legacy_body(self._bridged_turns(request), context)
+        body = build_legacy_body(self._bridged_turns(request), context)
+        if images:
+            body["multi_media"] = await self._multi_media(images, device)
+        return body
+
+    async def _multi_media(self, images: TurnImages, device: DeviceIdentity) -> list[Any]:
+        """Every image of the conversation uploaded (once, thanks to the cache) and referenced."""
+        if self._uploader is None or self._account is None:
+            raise InvalidRequest("image input is not configured on this gateway")
+        token = await self._account.access_token()
+        items = []
+        for image in (image for turn in images for image in turn):
+            assert isinstance(image, ImageData)  # the legacy dialect always fetches bytes
+            try:
+                uploaded = await self._uploader.upload(image, token, device)
+            except UpstreamRejected as exc:
+                if exc.upstream_code != 1001:
+                    raise
+                token = await self._account.refresh_after_rejection(token)
+                uploaded = await self._uploader.upload(image, token, device)
+            items.append(media_item(self._media_item, uploaded))
+        return items
 
     def _bridged_turns(self, request: ChatRequest) -> list[Turn]:
         if request.max_tokens:
@@ -116,6 +168,25 @@ class LegacyDialect:
 
     async def catalogue(self, access_token: str, device: DeviceIdentity) -> list[dict[str, Any]]:
         return await self._client.model_list(access_token, device)
+
+    async def aclose(self) -> None:
+        if self._uploader is not None:
+            await self._uploader.close()
+
+
+def media_item(template: Mapping[str, Any], uploaded: UploadedImage) -> dict[str, Any]:
+    """Protocol §8 (UNKNOWN shape, MULTI_MEDIA_ITEM): the template with "$name" values filled."""
+    values = {
+        "$uri": uploaded.uri,
+        "$width": uploaded.width,
+        "$height": uploaded.height,
+        "$format": uploaded.format,
+        "$md5": uploaded.md5,
+    }
+    return {
+        key: values.get(value, value) if isinstance(value, str) else value
+        for key, value in template.items()
+    }
 
 
 def render_tool_history(turns: Sequence[Turn]) -> list[Turn]:
@@ -153,20 +224,31 @@ class AgentDialect:
 
     name = "agent"
 
-    def __init__(self, client: AgentClient, limits: Limits, to_trae: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        client: AgentClient,
+        limits: Limits,
+        to_trae: Callable[[str], str],
+        *,
+        inline_remote_images: bool = True,
+    ) -> None:
         self._client = client
         self._limits = limits
         self._to_trae = to_trae
+        self.needs_image_bytes = inline_remote_images
 
     def bridges_tools(self, request: ChatRequest) -> bool:
         return False
 
-    async def body(self, request: ChatRequest, device: DeviceIdentity) -> dict[str, Any]:
+    async def body(
+        self, request: ChatRequest, device: DeviceIdentity, images: TurnImages | None = None
+    ) -> dict[str, Any]:
+        urls = [[i if isinstance(i, str) else i.data_url() for i in t] for t in images or []]
         model = bare_model_name(self._to_trae(request.model))
         if model == AUTO_MODEL:
-            return build_agent_body(request, None, self._client.pool, None)
+            return build_agent_body(request, None, self._client.pool, None, urls)
         limit = await self._limits.max_tokens(model) if request.max_tokens else None
-        return build_agent_body(request, model, self._client.pool, limit)
+        return build_agent_body(request, model, self._client.pool, limit, urls)
 
     def open_chat(
         self, body: dict[str, Any], access_token: str, device: DeviceIdentity
@@ -185,3 +267,6 @@ class AgentDialect:
             "is_default": False,
         }
         return [auto, *entries]
+
+    async def aclose(self) -> None:
+        return None

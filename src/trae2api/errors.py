@@ -18,6 +18,7 @@ Everything a client can see as an error is an ``ApiError``; this module must not
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -150,94 +151,83 @@ class QueueTimeout(UpstreamError):
     default_retry_after = 30
 
 
-_RATE_LIMIT_RETRY_AFTER = 5
-_QUEUE_FULL_RETRY_AFTER = 30
-_QUOTA_RETRY_AFTER = 3600
+@dataclass(frozen=True)
+class _Mapping:
+    """How one Trae business code reaches a client (protocol §7, dialect §6)."""
+
+    status: int
+    type: str
+    code: str
+    hint: str = ""
+    retry_after: int | None = None
+    should_retry: bool | None = None
+    param: str | None = None
+
+
+_INVALID = ("invalid_request_error", "invalid_request")
+_QUOTA = _Mapping(
+    429,
+    "insufficient_quota",
+    "insufficient_quota",
+    "the Trae plan's quota is used up",
+    retry_after=3600,
+    should_retry=False,
+)
+_RATE = _Mapping(429, "rate_limit_error", "rate_limit_exceeded", retry_after=5)
+_BUSINESS_CODES: dict[int, _Mapping] = {
+    1001: _Mapping(401, "upstream_error", "upstream_unauthenticated"),
+    1005: _QUOTA,
+    4008: _QUOTA,
+    4011: _RATE,
+    4028: _RATE,
+    4050: _Mapping(
+        429, "rate_limit_error", "rate_limit_exceeded", "Trae's queue is full", retry_after=30
+    ),
+    4001: _Mapping(400, *_INVALID),
+    2001: _Mapping(
+        400,
+        *_INVALID,
+        "Trae does not know the function pool; check TRAE_FUNCTION, "
+        "e.g. chat_v3, or solo_work_lite for SOLO accounts",
+    ),
+    4027: _Mapping(
+        400, *_INVALID, "a tool result does not match an earlier tool call", param="messages"
+    ),
+    4023: _Mapping(
+        404,
+        "invalid_request_error",
+        "model_not_found",
+        "Trae does not know this model; GET /v1/models lists the ones it serves",
+        param="model",
+    ),
+    4017: _Mapping(
+        403,
+        "permission_error",
+        "permission_denied",
+        "Trae's risk control refused this device or IP address",
+    ),
+    4120: _Mapping(
+        502,
+        "upstream_error",
+        "upstream_error",
+        "the client version is too old for Trae; raise IDE_VERSION and "
+        "IDE_VERSION_CODE to those of a current Trae release",
+    ),
+}
+_OTHER = _Mapping(502, "upstream_error", "upstream_error")
 
 
 def from_business_code(code: int, message: str) -> UpstreamError:
     """Map a Trae business error code to what an OpenAI client can act on (protocol §7)."""
+    rule = _BUSINESS_CODES.get(code, _OTHER)
     detail = f"Trae error {code}: {message}" if message else f"Trae error {code}"
-    if code == 1001:
-        return UpstreamRejected(
-            detail, upstream_code=code, status=401, code="upstream_unauthenticated"
-        )
-    if code in (1005, 4008):
-        return UpstreamRejected(
-            f"{detail} (the Trae plan's quota is used up)",
-            upstream_code=code,
-            status=429,
-            type="insufficient_quota",
-            code="insufficient_quota",
-            retry_after=_QUOTA_RETRY_AFTER,
-            should_retry=False,
-        )
-    if code in (4011, 4028):
-        return UpstreamRejected(
-            detail,
-            upstream_code=code,
-            status=429,
-            type="rate_limit_error",
-            code="rate_limit_exceeded",
-            retry_after=_RATE_LIMIT_RETRY_AFTER,
-        )
-    if code == 4050:
-        return UpstreamRejected(
-            f"{detail} (Trae's queue is full)",
-            upstream_code=code,
-            status=429,
-            type="rate_limit_error",
-            code="rate_limit_exceeded",
-            retry_after=_QUEUE_FULL_RETRY_AFTER,
-        )
-    if code == 4001:
-        return UpstreamRejected(
-            detail,
-            upstream_code=code,
-            status=400,
-            type="invalid_request_error",
-            code="invalid_request",
-        )
-    if code == 2001:
-        return UpstreamRejected(
-            f"{detail} (Trae does not know the function pool; check TRAE_FUNCTION, e.g. "
-            f"chat_v3, or solo_work_lite for SOLO accounts)",
-            upstream_code=code,
-            status=400,
-            type="invalid_request_error",
-            code="invalid_request",
-        )
-    if code == 4027:
-        return UpstreamRejected(
-            f"{detail} (a tool result does not match an earlier tool call)",
-            upstream_code=code,
-            status=400,
-            type="invalid_request_error",
-            code="invalid_request",
-            param="messages",
-        )
-    if code == 4023:
-        return UpstreamRejected(
-            f"{detail} (Trae does not know this model; GET /v1/models lists the ones it serves)",
-            upstream_code=code,
-            status=404,
-            type="invalid_request_error",
-            code="model_not_found",
-            param="model",
-        )
-    if code == 4017:
-        return UpstreamRejected(
-            f"{detail} (Trae's risk control refused this device or IP address)",
-            upstream_code=code,
-            status=403,
-            type="permission_error",
-            code="permission_denied",
-        )
-    if code == 4120:
-        return UpstreamRejected(
-            "Trae error 4120: the client version is too old for Trae; raise IDE_VERSION and "
-            "IDE_VERSION_CODE to those of a current Trae release",
-            upstream_code=code,
-            status=502,
-        )
-    return UpstreamRejected(detail, upstream_code=code, status=502)
+    return UpstreamRejected(
+        f"{detail} ({rule.hint})" if rule.hint else detail,
+        upstream_code=code,
+        status=rule.status,
+        type=rule.type,
+        code=rule.code,
+        param=rule.param,
+        retry_after=rule.retry_after,
+        should_retry=rule.should_retry,
+    )

@@ -155,11 +155,20 @@ class ModelCatalog:
 
     async def find(self, model_id: str) -> ModelEntry | None:
         """The entry a client's model name refers to (an alias, a public or a Trae name)."""
-        trae_name = self.aliases.to_trae(model_id)
+        # Agent dialect §3: a "__suffix" a client sends is not part of the id.
+        trae_name = self.aliases.to_trae(model_id).split("__", 1)[0]
         for entry in await self.entries():
             if entry.trae_name in (trae_name, model_id) or entry.public_id == model_id:
                 return entry
         return None
+
+    async def accepts_images(self, model_id: str) -> bool | None:
+        """Whether the catalogue marks the model multimodal; None when it cannot tell."""
+        try:
+            entry = await self.find(model_id)
+        except ApiError:
+            return None
+        return entry.multimodal if entry is not None else None
 
     async def max_tokens(self, model_id: str) -> int | None:
         """The model's output limit from the catalogue, if it says (agent dialect §4)."""

@@ -42,6 +42,14 @@ class ToolCall:
 
 
 @dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image a message refers to: a ``data:`` or ``http(s)`` URL, and where it was sent."""
+
+    url: str
+    param: str
+
+
+@dataclass(frozen=True, slots=True)
 class Turn:
     """One conversation message: role and text, plus the tool-calling fields OpenAI has."""
 
@@ -49,6 +57,7 @@ class Turn:
     text: str
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
+    images: tuple[ImagePart, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,7 +95,11 @@ def _turn(message: Mapping[str, Any], index: int) -> Turn:
             f"assistant or tool",
             param=f"messages[{index}].role",
         )
-    text = _content_text(message.get("content"), index)
+    text, images = _content(message.get("content"), index)
+    if images and mapped != "user":
+        raise InvalidRequest("images are accepted in user messages only", param=images[0].param)
+    if mapped == "user":
+        return Turn(mapped, text, images=images)
     if mapped == "assistant":
         # Our own think-mode output sent back as history: the reasoning is not the answer.
         text = _THINK_BLOCK.sub("", text, count=1)
@@ -124,25 +137,32 @@ def _tool_calls(raw: Any, index: int) -> tuple[ToolCall, ...]:
     return tuple(calls)
 
 
-def _content_text(content: Any, index: int) -> str:
+def _content(content: Any, index: int) -> tuple[str, tuple[ImagePart, ...]]:
     if content is None:
-        return ""
+        return "", ()
     if isinstance(content, str):
-        return content
-    texts = []
+        return content, ()
+    texts, images = [], []
     for part_index, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
+        param = f"messages[{index}].content[{part_index}]"
         if kind == "text" and isinstance(part.get("text"), str):
             texts.append(part["text"])
-            continue
-        param = f"messages[{index}].content[{part_index}]"
-        if kind in ("image_url", "input_image"):
-            raise InvalidRequest(
-                "image input is not supported yet by this trae2api version", param=param
-            )
-        raise InvalidRequest(f"content part type {kind!r} is not supported", param=param)
+        elif kind == "image_url":
+            images.append(ImagePart(_image_url(part.get("image_url"), param), param))
+        else:
+            raise InvalidRequest(f"content part type {kind!r} is not supported", param=param)
     # Protocol §5: multi-part text content is joined.
-    return "\n".join(texts)
+    return "\n".join(texts), tuple(images)
+
+
+def _image_url(value: Any, param: str) -> str:
+    url = value.get("url") if isinstance(value, dict) else value
+    if not isinstance(url, str) or not url.startswith(("data:", "https://", "http://")):
+        raise InvalidRequest(
+            "image_url.url must be a data: URL or an http(s) URL", param=f"{param}.image_url.url"
+        )
+    return url
 
 
 def session_id_for(turns: Sequence[Turn], client_name: str) -> str:

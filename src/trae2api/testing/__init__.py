@@ -1,5 +1,5 @@
-"""A simulated Trae upstream that enforces protocol §2–§7 and the agent dialect strictly, for
-tests and ``--demo``.
+"""A simulated Trae upstream that enforces protocol §2–§8 (images included) and the agent dialect
+strictly, for tests and ``--demo``.
 
 Nothing in the gateway may import this package at run time except the ``--demo`` switch.
 """

@@ -73,6 +73,13 @@ class _Admin:
         self.state.expire_access_tokens()
         return json_response({"ok": True})
 
+    async def expire_upload_credentials(self, request: Request) -> Response:
+        self.state.images.expire_credentials()
+        return json_response({"ok": True})
+
+    async def images(self, request: Request) -> Response:
+        return json_response({"images": self.state.images.images()})
+
     async def script(self, request: Request) -> Response:
         body, ok = await read_json(request)
         try:
@@ -94,8 +101,8 @@ class _Admin:
 
 
 def admin_routes(state: SimState) -> list[Route]:
-    """Routes: GET stats, account, last_chat, last_agent_chat; POST config, expire_access, script,
-    reset_counters, reset."""
+    """Routes: GET stats, account, last_chat, last_agent_chat, images (the committed ones); POST
+    config, expire_access, expire_upload_credentials, script, reset_counters, reset."""
     admin = _Admin(state)
     return [
         Route(f"{PREFIX}/stats", admin.stats, methods=["GET"]),
@@ -104,6 +111,12 @@ def admin_routes(state: SimState) -> list[Route]:
         Route(f"{PREFIX}/last_agent_chat", admin.last_agent_chat, methods=["GET"]),
         Route(f"{PREFIX}/config", admin.config, methods=["POST"]),
         Route(f"{PREFIX}/expire_access", admin.expire_access, methods=["POST"]),
+        Route(
+            f"{PREFIX}/expire_upload_credentials",
+            admin.expire_upload_credentials,
+            methods=["POST"],
+        ),
+        Route(f"{PREFIX}/images", admin.images, methods=["GET"]),
         Route(f"{PREFIX}/script", admin.script, methods=["POST"]),
         Route(f"{PREFIX}/reset_counters", admin.reset_counters, methods=["POST"]),
         Route(f"{PREFIX}/reset", admin.reset, methods=["POST"]),

@@ -21,9 +21,12 @@ authenticated"}``; the other headers (``x-ide-version``, numeric ``x-ide-version
 Content-Type) else HTTP 400 naming the header; then, in-stream (HTTP 200, one ``error`` event):
 ``x-app-id`` missing or neither the account's nor the product app id → 4001 "expr_path=app_id";
 the body (``agent_validation.check_agent_chat``: 2001 function, 4023 forbidden keys or unknown
-model, 4001 shape, 4027 tool-call pairing); then a scripted answer if one is queued; then
-``[sim:http]``, ``[sim:reset]``, ``[sim:empty]``; stale version (below ``min_version_code``) →
-4120; unknown directives → 4001; ``[sim:call]`` without ``tools`` → 4001; then the reply.
+model, 4001 shape, 4027 tool-call pairing); image parts (``images_seen.agent_image_note``: 4001
+"model does not accept images" when the model's entry is not multimodal, 4001 for a data URL
+that is not a readable base64 image of its media type or a URL neither data: nor http(s)); then
+a scripted answer if one is queued; then ``[sim:http]``, ``[sim:reset]``, ``[sim:empty]``; stale
+version (below ``min_version_code``) → 4120; unknown directives → 4001; ``[sim:call]`` without
+``tools`` → 4001; then the reply.
 
 The stream uses the agent framing: ``event:x`` / ``data:{...}`` lines, no space, no blank lines:
 ``metadata`` {prompt_completion_id}, ``timing_cost`` {provider_model_name: the served model, e.g.
@@ -33,7 +36,9 @@ The stream uses the agent framing: ``event:x`` / ``data:{...}`` lines, no space,
 {"finish_reason": "stop"} (always stop, also after tool calls). Reasoning models stream
 reasoning_content first. The answer: trailing ``tool`` messages → "Tool results: NAME → content"
 (joined by "; "); else the ``[sim:call]`` calls; else ``tool_choice`` ``required`` (first tool,
-``{}``) or a tool name (that tool, ``{}``); else "Hello! You said: <text> (turn N)".
+``{}``) or a tool name (that tool, ``{}``); else "Hello! You said: <text> (turn N)", followed by
+`` [saw N image(s): <w>x<h> <format> sha256:<12 hex>; ...]`` (``remote <url>`` for http(s) URLs)
+when the last user message has image parts.
 
 Directives in the last ``user`` message: ``[sim:queue N]``, ``[sim:wait S]``, ``[sim:slow MS]``,
 ``[sim:long N]``, ``[sim:error CODE]``, ``[sim:midstream-error CODE]``, ``[sim:nodone]``,
@@ -72,6 +77,7 @@ from trae2api.testing.agent_validation import (
     check_catalogue_body,
     presented_token,
 )
+from trae2api.testing.images_seen import agent_image_note
 from trae2api.testing.scenario import Frame, Plan, error_frame, plan_script
 from trae2api.testing.sse import html_error, respond
 from trae2api.testing.state import SimState
@@ -155,6 +161,8 @@ class _AgentUpstream:
             return _error_stream(error_frame(4001, message=APP_ID_MESSAGE))
         try:
             chat = check_agent_chat(data, self.state.agent_models())
+            note = agent_image_note(data, multimodal=chat.model.multimodal)
+            chat = dataclasses.replace(chat, image_note=note)
         except AgentRejected as exc:
             self.state.count("body_rejections")
             return _error_stream(error_frame(exc.code, message=exc.message))

@@ -109,6 +109,7 @@ class AgentModel:
     reasoning: bool
     max_tokens: int
     enabled: bool
+    multimodal: bool = False
 
 
 def _as_model(pool: str, entry: dict[str, Any]) -> AgentModel:
@@ -123,6 +124,7 @@ def _as_model(pool: str, entry: dict[str, Any]) -> AgentModel:
         reasoning=display.get("model_capability") == "reasoning_model",
         max_tokens=int(detail.get("max_tokens") or 8192),
         enabled=entry.get("config_switch") is not False,
+        multimodal=display.get("multimodal") is True,
     )
 
 

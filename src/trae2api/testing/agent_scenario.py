@@ -138,7 +138,7 @@ def decide_answer(chat: AgentChat, found: Directives, cleaned: str) -> Answer:
     if found.long is not None:
         return Answer(reasoning, " ".join(f"word{i}" for i in range(1, found.long + 1)), ())
     turn = len(chat.messages) - 1
-    return Answer(reasoning, f"Hello! You said: {cleaned} (turn {turn})", ())
+    return Answer(reasoning, f"Hello! You said: {cleaned} (turn {turn}){chat.image_note}", ())
 
 
 def _output(response: str, reasoning: str, calls: Any, gap: float) -> Frame:

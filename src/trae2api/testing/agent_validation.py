@@ -80,6 +80,7 @@ class AgentChat:
     tools: tuple[str, ...]
     tool_choice: str | None
     max_tokens: int | None
+    image_note: str = ""  # " [saw N image(s): ...]" for the last user message's image parts
 
 
 # -- headers (§2) ------------------------------------------------------------------------------

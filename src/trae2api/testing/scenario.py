@@ -144,8 +144,10 @@ def word_count(text: str) -> int:
 
 
 def reply_text(request: ChatRequest, cleaned_input: str) -> str:
-    """The default answer: echoes the last user text and says how much history arrived."""
-    return f"Hello! You said: {cleaned_input} (turn {len(request.history)})"
+    """The default answer: echoes the last user text, says how much history arrived and
+    describes the images ``multi_media`` carried."""
+    turn = len(request.history)
+    return f"Hello! You said: {cleaned_input} (turn {turn}){request.image_note}"
 
 
 def plan_chat(

@@ -102,6 +102,15 @@ class SimControl:
     def expire_access(self) -> None:
         self._call("POST", "expire_access")
 
+    def expire_upload_credentials(self) -> None:
+        """Every ImageX upload credential issued so far expires now."""
+        self._call("POST", "expire_upload_credentials")
+
+    def images(self) -> list[dict[str, Any]]:
+        """The committed images: ``{uri, width, height, format, md5, sha256, size}``."""
+        result: list[dict[str, Any]] = self._call("GET", "images")["images"]
+        return result
+
     def script(self, events: list[dict[str, Any]]) -> None:
         """Answer the next valid chat with exactly these ``{event, data, delay?, raw?}``."""
         self._call("POST", "script", events)
@@ -122,8 +131,9 @@ class SimControl:
 class SimulatedTrae:
     """The simulated upstream on a free loopback port in a daemon thread.
 
-    Use as ``with SimulatedTrae() as sim: ...`` or ``start()``/``stop()``; ``url`` serves as both
-    ``BASE_URL`` and ``REFRESH_TOKEN_URL``.
+    Use as ``with SimulatedTrae() as sim: ...`` or ``start()``/``stop()``; ``url`` serves as
+    ``BASE_URL``, ``REFRESH_TOKEN_URL``, ``GET_FILE_ID_URL`` (ImageX) and ``UPLOAD_FILE_URL``
+    (TOS) alike.
     """
 
     def __init__(self, state: SimState | None = None, *, host: str = "127.0.0.1") -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from trae2api.testing.agent_catalog import default_agent_models
+from trae2api.testing.image_store import IMAGE_CONFIG_KEYS, ImageStore
 
 DEFAULT_CLIENT_ID = "ono9krqynydwx5"
 DEFAULT_APP_ID = "6eefa01c-1036-4c7e-9ca5-d891f63bfcd8"
@@ -155,6 +156,7 @@ class SimState:
         self.account = SimAccount(app_id, client_id, user_id, initial)
         self._initial = (access_ttl, refresh_ttl, copy.deepcopy(models))
         self._counters = dict.fromkeys(_COUNTERS, 0)
+        self.images = ImageStore(clock)
         self._restore()
 
     def _restore(self) -> None:
@@ -180,6 +182,7 @@ class SimState:
         self._scripts: deque[list[dict[str, Any]]] = deque()
         self._last_chat: dict[str, Any] | None = None
         self._last_agent_chat: dict[str, Any] | None = None
+        self.images.reset()
 
     def reset(self) -> None:
         """Back to the state at construction: the initial refresh token works again, every
@@ -192,10 +195,12 @@ class SimState:
     def configure(self, **changes: Any) -> None:
         """Change switches: access_ttl, refresh_ttl, exchange_delay, min_version_code,
         model_list_fail, fail_next_chats, fail_status, models, agent_models (``{pool: [entry]}``,
-        the first pool is the account's own). Unknown keys raise ValueError."""
-        unknown = set(changes) - _CONFIG_KEYS
+        the first pool is the account's own), and the image switches of ``ImageStore``.
+        Unknown keys raise ValueError."""
+        unknown = set(changes) - _CONFIG_KEYS - IMAGE_CONFIG_KEYS
         if unknown:
             raise ValueError(f"unknown configuration keys: {sorted(unknown)}")
+        self.images.configure({k: changes.pop(k) for k in set(changes) & IMAGE_CONFIG_KEYS})
         with self._lock:
             for key, value in changes.items():
                 if key == "fail_next_chats":
@@ -366,6 +371,7 @@ class SimState:
             active = self._counters["active_streams"]
             self._counters = dict.fromkeys(_COUNTERS, 0)
             self._counters["active_streams"] = active
+        self.images.reset_counters()
 
     def stats(self) -> dict[str, Any]:
         """Counters plus the token and switch state, as one JSON-able dict."""
@@ -383,6 +389,7 @@ class SimState:
                 "exchange_delay": self.exchange_delay,
                 "min_version_code": self.min_version_code,
                 "model_list_fail": self.model_list_fail,
+                **self.images.stats(),
             }
 
 

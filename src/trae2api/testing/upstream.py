@@ -44,13 +44,17 @@ Choices where protocol.md is silent: a bad/expired ``x-ide-token`` is HTTP 401
 {"code": 1001, "message": "not authenticated"}; every other header problem, including a wrong
 ``x-app-id``, is HTTP 400 {"code": 4001, "message": ..., "header": <name>}; a chat body problem is
 HTTP 400 {"code": 4001, "message": ..., "field": <dotted path>}. Checks run in this order:
-``fail_next_chats`` (HTML error), token, headers, Content-Type, body, then a scripted answer if one
-is queued, then directives [sim:http]/[sim:reset], version (4120), model (4023), other directives.
+``fail_next_chats`` (HTML error), token, headers, Content-Type, body (``multi_media`` included:
+``trae2api.testing.images_seen``), images for a known model without ``multimodal: true``
+(in-stream 4001 "model does not accept images"), then a scripted answer if one is queued, then
+directives [sim:http]/[sim:reset], version (4120), model (4023), other directives. The default
+reply ends with `` [saw N image(s): <w>x<h> <format> sha256:<12 hex>; ...]`` when images came.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -63,7 +67,9 @@ from starlette.types import Receive, Scope, Send
 
 from trae2api.testing.admin import admin_routes, json_response, read_json
 from trae2api.testing.agent import agent_routes
-from trae2api.testing.scenario import Plan, plan_chat, plan_script
+from trae2api.testing.images_seen import NO_IMAGES, accepts_images, check_multi_media
+from trae2api.testing.imagex import image_routes
+from trae2api.testing.scenario import Plan, error_frame, plan_chat, plan_script
 from trae2api.testing.sse import RAW_SEND_KEY, html_error, respond
 from trae2api.testing.state import INVALID_PARAMETER_CODE, ExchangeRejected, SimState
 from trae2api.testing.validation import (
@@ -181,12 +187,19 @@ class _Upstream:
         try:
             version_code = int(request.headers["x-ide-version-code"])
             chat = check_chat_body(body if ok else None, version_code=version_code)
+            owner = self.state.access_token_owner(request.headers["x-ide-token"]) or ""
+            note = check_multi_media(body["multi_media"], self.state.images, owner)
         except Invalid as exc:
             self.state.count("body_rejections")
             return _invalid(exc, "field")
-        return self._answer(chat, version_code, ordinal)
+        return self._answer(dataclasses.replace(chat, image_note=note), version_code, ordinal)
 
     def _answer(self, chat: ChatRequest, version_code: int, ordinal: int) -> Response:
+        models = self.state.models()
+        known = any(m.get("name") == chat.model_name for m in models)
+        if chat.image_note and known and not accepts_images(models, chat.model_name):
+            self.state.count("body_rejections")
+            return respond(Plan((error_frame(4001, message=NO_IMAGES),)), self.state)
         script = self.state.pop_script()
         plan: Plan
         if script is not None:
@@ -213,7 +226,8 @@ class _SimApp(Starlette):
 
 def create_upstream_app(state: SimState) -> Starlette:
     """The simulated Trae: the §2 exchange, the legacy ``/api/ide/*`` endpoints, the agent
-    dialect's catalogue and chat (``trae2api.testing.agent``) and ``/_sim/*``."""
+    dialect's catalogue and chat (``trae2api.testing.agent``), ``/_sim/*``, and the §8 image
+    pipeline (upload token, ImageX, TOS: ``trae2api.testing.imagex``)."""
     upstream = _Upstream(state)
     routes = [
         Route(EXCHANGE_PATH, upstream.exchange, methods=["POST"]),
@@ -221,5 +235,6 @@ def create_upstream_app(state: SimState) -> Starlette:
         Route(CHAT_PATH, upstream.chat, methods=["POST"]),
         *agent_routes(state),
         *admin_routes(state),
+        *image_routes(state),  # last: it ends in a catch-all GET for the upload-token path
     ]
     return _SimApp(routes=routes)

@@ -102,6 +102,7 @@ class ChatRequest:
     model_name: str
     session_id: str
     history: tuple[HistoryItem, ...]
+    image_note: str = ""  # " [saw N image(s): ...]" when multi_media held images (§8)
 
 
 def _type_name(expected: type) -> str:

@@ -20,6 +20,7 @@ from trae2api.sse import SSEEvent
 from trae2api.upstream.client import (
     UpstreamIdentity,
     business_code,
+    device_headers,
     http_error,
     open_event_stream,
 )
@@ -60,11 +61,7 @@ class AgentClient:
             "request-traffic-type": "prod",
             "user-agent": f"Trae/{identity.ide_version}",
             "x-request-id": str(uuid.uuid4()),
-            "x-device-id": device.device_id,
-            "x-machine-id": device.machine_id,
-            "x-device-cpu": device.cpu,
-            "x-device-brand": device.brand,
-            "x-device-type": device.device_type,
+            **device_headers(device),
             "content-type": "application/json",
             "accept": accept,
         }

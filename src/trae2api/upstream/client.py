@@ -46,11 +46,7 @@ class TraeClient:
             "x-ide-version": self._identity.ide_version,
             "x-ide-version-code": self._identity.ide_version_code,
             "x-ide-version-type": "stable",
-            "x-device-id": device.device_id,
-            "x-machine-id": device.machine_id,
-            "x-device-cpu": device.cpu,
-            "x-device-brand": device.brand,
-            "x-device-type": device.device_type,
+            **device_headers(device),
             "content-type": "application/json",
             "accept": "*/*",
         }
@@ -78,6 +74,17 @@ class TraeClient:
         """Protocol §5: open the chat stream; yields its events a network read at a time."""
         url = f"{self._base_url}/api/ide/v1/chat"
         return open_event_stream(self._http, url, body, self.headers(access_token, device))
+
+
+def device_headers(device: DeviceIdentity) -> dict[str, str]:
+    """Protocol §3 CHOICE: one stable device identity per account, on every request."""
+    return {
+        "x-device-id": device.device_id,
+        "x-machine-id": device.machine_id,
+        "x-device-cpu": device.cpu,
+        "x-device-brand": device.brand,
+        "x-device-type": device.device_type,
+    }
 
 
 @asynccontextmanager

@@ -1,0 +1,264 @@
+"""The benchmark's report: goals, Markdown tables, and the results section of bench/README.md.
+
+Also the run's description (date, machine, revision) that heads the report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import platform
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+README = BENCH_DIR / "README.md"
+MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
+GOAL_ADDED_TTFB_MS = 2.0
+GOAL_RSS_MB = 150.0
+
+
+# -- run description -------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+    }
+
+
+def revision() -> str:
+    """The commit benchmarked, marked ``+dirty`` when the working tree has changes."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=BENCH_DIR)
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+dirty" if git("status", "--porcelain", "--", "../src") else "")
+
+
+def describe(argv: list[str]) -> dict[str, Any]:
+    """When, where and on what the run was made, and the command that made it."""
+    from trae2api import __version__
+
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "trae2api": __version__,
+        "revision": revision(),
+        "command": shlex.join(["python", "bench/run.py", *argv]),
+    }
+
+
+# -- goals -----------------------------------------------------------------------------------
+
+
+def total_errors(results: dict[str, Any]) -> int:
+    latency = results["latency"]
+    count = latency["direct"]["errors"] + latency["gateway"]["errors"]
+    for row in results["throughput"]:
+        count += row["direct"]["errors"] + row["gateway"]["errors"]
+    return int(count)
+
+
+def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
+    added = results["latency"]["added"]["ttfb_p50_ms"]
+    top = results["throughput"][-1]
+    errors = total_errors(results)
+    peak = results["memory"]["gateway"]["peak_rss_mb"]
+    return [
+        {
+            "goal": "added TTFB p50 (gateway − direct)",
+            "target": f"≤ {GOAL_ADDED_TTFB_MS:g} ms",
+            "measured": f"{added:.3f} ms",
+            "met": added <= GOAL_ADDED_TTFB_MS,
+        },
+        {
+            "goal": f"{top['streams']} concurrent streams, every request of the run",
+            "target": "200 streams, 0 errors",
+            "measured": f"{errors} errors",
+            "met": errors == 0 and top["streams"] >= 200,
+        },
+        {
+            "goal": "gateway peak RSS (VmHWM)",
+            "target": f"≤ {GOAL_RSS_MB:g} MB",
+            "measured": f"{peak:.1f} MB",
+            "met": peak <= GOAL_RSS_MB,
+        },
+    ]
+
+
+# -- Markdown --------------------------------------------------------------------------------
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table padded so that it also reads well in a terminal."""
+    cells = [headers, *[[str(cell) for cell in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row: list[str]) -> str:
+        return (
+            "| "
+            + " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            + " |"
+        )
+
+    rule = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
+    return "\n".join([line(cells[0]), rule, *(line(row) for row in cells[1:])])
+
+
+def latency_table(latency: dict[str, Any]) -> str:
+    keys = ["ttfb_p50_ms", "ttfb_p90_ms", "ttfb_p99_ms", "total_p50_ms", "total_p99_ms"]
+    rows = [
+        [name, *(f"{latency[name][key]:.3f}" for key in keys), latency[name]["errors"]]
+        for name in ("direct", "gateway")
+    ]
+    added = latency["added"]
+    rows.append(
+        [
+            "**added by the gateway**",
+            f"+{added['ttfb_p50_ms']:.3f}",
+            "",
+            f"+{added['ttfb_p99_ms']:.3f}",
+            f"+{added['total_p50_ms']:.3f}",
+            "",
+            "",
+        ]
+    )
+    headers = ["path", "TTFB p50", "TTFB p90", "TTFB p99", "total p50", "total p99", "errors"]
+    return table(headers, rows)
+
+
+def throughput_table(rows: list[dict[str, Any]]) -> str:
+    body = []
+    for row in rows:
+        direct, gateway = row["direct"], row["gateway"]
+        body.append(
+            [
+                row["streams"],
+                f"{direct['chunks_per_s']:,}",
+                f"{gateway['chunks_per_s']:,}",
+                f"{row['gateway_over_direct']:.2f}",
+                f"{direct['ttfb_p50_ms']:.1f} / {gateway['ttfb_p50_ms']:.1f}",
+                f"{direct['errors']} / {gateway['errors']}",
+                f"{gateway['cpu_percent']['gateway']} %",
+                f"{direct['cpu_percent']['other']} / {gateway['cpu_percent']['other']} %",
+                f"{gateway['cpu_us_per_chunk']['gateway']:.1f}",
+                f"{row['gateway_memory']['rss_mb']:.1f}",
+            ]
+        )
+    headers = [
+        "streams",
+        "direct chunks/s",
+        "gateway chunks/s",
+        "gateway ÷ direct",
+        "TTFB p50 ms direct / gateway",
+        "errors direct / gateway",
+        "gateway CPU",
+        "other jobs' CPU direct / gateway",
+        "gateway CPU µs/chunk",
+        "gateway RSS MB",
+    ]
+    return table(headers, body)
+
+
+def memory_table(memory: dict[str, Any], top: int) -> str:
+    labels = {
+        "gateway_idle": "gateway, after start-up",
+        "gateway": f"gateway, after the {top}-stream run",
+        "simulator": "simulator (reference)",
+        "client": "load generator (reference)",
+    }
+    rows = [
+        [label, f"{memory[key]['rss_mb']:.1f}", f"{memory[key]['peak_rss_mb']:.1f}"]
+        for key, label in labels.items()
+    ]
+    return table(["process", "RSS MB (VmRSS)", "peak MB (VmHWM)"], rows)
+
+
+def goals_table(results: dict[str, Any]) -> str:
+    rows = [
+        [goal["goal"], goal["target"], goal["measured"], "yes" if goal["met"] else "**no**"]
+        for goal in results["goals"]
+    ]
+    return table(["goal", "target", "measured", "met"], rows)
+
+
+def hotspots_section(profile: dict[str, Any]) -> list[str]:
+    if not profile:
+        return []
+    if "error" in profile:
+        return ["", f"py-spy failed: `{profile['error'].strip()}`"]
+    own = [[f"`{frame}`", f"{share} %"] for frame, share in profile["self"]]
+    ours = [[f"`{frame}`", f"{share} %"] for frame, share in profile["trae2api_total"]]
+    return [
+        "",
+        f"**Gateway hot spots** (`--profile`: py-spy, {profile['samples']} samples of an extra, "
+        "unreported run at the largest level). Own time (the function itself was running):",
+        "",
+        table(["function", "self"], own),
+        "",
+        "Inclusive time of trae2api's own functions (callees included):",
+        "",
+        table(["function", "total"], ours),
+    ]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta, opts, latency = results["meta"], results["options"], results["latency"]
+    box = meta["machine"]
+    top = results["throughput"][-1]["streams"]
+    added = latency["added"]
+    lines = [
+        f"Measured {meta['date']} on {box['nproc']} CPUs ({box['cpu']}), Python {box['python']}, "
+        f"{box['platform']}; trae2api {meta['trae2api']} at {meta['revision']}.",
+        "",
+        f"Command: `{meta['command']}`",
+        "",
+        f"**Latency, short reply** ({latency['gateway']['chunks_per_reply']} content chunks, "
+        f"{opts['requests']} sequential requests per path after {opts['warmup']} warm-up; ms):",
+        "",
+        latency_table(latency),
+        "",
+        f"Added time to first chunk, p50: **{added['ttfb_p50_ms']:.3f} ms** "
+        f"(gateway ÷ direct = {added['ttfb_p50_ratio']:.2f}×). CPU used meanwhile by jobs "
+        f"outside the benchmark: {latency['cpu_percent']['other']} % of one core.",
+        "",
+        f"**Streaming throughput** (`[sim:long {opts['chunks']}]`: {opts['chunks']} content "
+        f"chunks per stream, {opts['duration']:g} s per level and path):",
+        "",
+        throughput_table(results["throughput"]),
+        "",
+        "**Memory:**",
+        "",
+        memory_table(results["memory"], top),
+        "",
+        "**Goals:**",
+        "",
+        goals_table(results),
+        *hotspots_section(results.get("profile", {})),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_readme(section: str) -> None:
+    """Replace what lies between the result markers of ``bench/README.md``."""
+    text = README.read_text() if README.exists() else f"# Benchmark\n\n{MARK_START}\n{MARK_END}\n"
+    head, found, rest = text.partition(MARK_START)
+    if not found or MARK_END not in rest:
+        raise SystemExit(f"{README} lacks the markers {MARK_START} / {MARK_END}")
+    tail = rest.split(MARK_END, 1)[1]
+    README.write_text(f"{head}{MARK_START}\n{section}{MARK_END}{tail}")
