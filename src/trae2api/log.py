@@ -104,7 +104,12 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     )
     final: list[Processor] = [structlog.processors.format_exc_info, _scrub_rendered]
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        # filter_by_level first: a filtered event costs no timestamp or redaction (hot path).
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
