@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -302,6 +303,19 @@ def test_demo_serves_without_any_account(tmp_path: Path) -> None:
             model="gpt-4o", messages=[{"role": "user", "content": "hello demo"}]
         )
         assert "hello demo" in (reply.choices[0].message.content or "")
+        pixel = base64.b64decode(
+            "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+        )
+        image = {"type": "image_url", "image_url": {"url": _data_url(pixel)}}
+        seen = client.chat.completions.create(
+            model="claude-3-5-sonnet",
+            messages=[{"role": "user", "content": [{"type": "text", "text": "see"}, image]}],  # type: ignore[list-item]
+        )
+        assert "saw 1 image(s): 1x1 png" in (seen.choices[0].message.content or "")
+
+
+def _data_url(image: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(image).decode()
 
 
 def test_demo_speaks_the_agent_dialect(tmp_path: Path) -> None:

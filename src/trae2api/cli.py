@@ -99,6 +99,8 @@ def _serve_demo(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
             "refresh_token": account.refresh_token,
             "base_url": sim_url,
             "refresh_token_url": sim_url,
+            "get_file_id_url": sim_url,
+            "upload_file_url": sim_url,
             "data_dir": data_dir,
             **overrides,
         },
