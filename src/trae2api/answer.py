@@ -46,6 +46,7 @@ class Answer:
         self._clock = clock
         self._queue_timeout = queue_timeout
         self.queued_since: float | None = None
+        self._queued_for: float | None = None  # seconds queued before the current wait
         self.upstream_finish: str | None = None
         self.usage: UsageReport | None = None
         self.served_model: str | None = None
@@ -57,9 +58,18 @@ class Answer:
         # Dialect §5: Trae says "stop" even after tool calls; OpenAI clients need tool_calls.
         return "tool_calls" if self.tools.saw_call else (self.upstream_finish or "stop")
 
+    @property
+    def queue_wait(self) -> float | None:
+        """Seconds spent in Trae's queue so far (a wait in progress included); None if never."""
+        if self.queued_since is None:
+            return self._queued_for
+        return (self._queued_for or 0.0) + self._clock() - self.queued_since
+
     def delta(self, item: Delta) -> tuple[str, str, list[ToolFragment]]:
         """What to emit now for ``item``: ``(content, reasoning_content, tool fragments)``."""
-        self.queued_since = None
+        if self.queued_since is not None:
+            self._queued_for = (self._queued_for or 0.0) + self._clock() - self.queued_since
+            self.queued_since = None
         self.raw_text += (item.content, item.reasoning)
         content, fragments = item.content, list(item.tool_fragments)
         if self._parser is not None and content:

@@ -29,7 +29,9 @@ from trae2api.errors import (
     from_business_code,
 )
 from trae2api.events import Delta, Failure, Finished, Item, interpret
+from trae2api.metrics import Metrics
 from trae2api.render import ChunkRenderer, completion_body, error_event
+from trae2api.shutdown import SHUTDOWN_MESSAGE, Drain, ShuttingDown
 from trae2api.sse import DONE
 from trae2api.status.health import UpstreamHealth
 from trae2api.translate import ChatRequest
@@ -73,8 +75,12 @@ class ChatService:
         tuning: ChatTuning,
         attachments: Attachments | None = None,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
+        drain: Drain | None = None,
     ) -> None:
         self._dialect = dialect
+        self._metrics = metrics or Metrics()
+        self._drain = drain or Drain(float("inf"))  # never started: chats are never ended
         self._attachments = attachments
         self._account = account
         self._health = health
@@ -202,6 +208,16 @@ class ChatService:
                 await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311
 
     async def _attempt(self, body: dict[str, Any], token: str) -> AsyncIterator[list[Item]]:
+        try:
+            async for items in self._attempt_events(body, token):
+                yield items
+        except ApiError as exc:
+            self._metrics.upstream_error(exc)
+            raise
+
+    async def _attempt_events(
+        self, body: dict[str, Any], token: str
+    ) -> AsyncIterator[list[Item]]:
         async with self._dialect.open_chat(body, token, self._account.device) as batches:
             self._health.success()
             async for events in batches:
@@ -217,9 +233,8 @@ class ChatService:
                 if items:
                     yield items
 
-    @staticmethod
     async def _relay(
-        batches: AsyncIterator[list[Item]], tick: float
+        self, batches: AsyncIterator[list[Item]], tick: float
     ) -> AsyncGenerator[list[Item] | None, None]:
         """Batches as they come, and ``None`` after every ``tick`` seconds of silence.
 
@@ -237,20 +252,25 @@ class ChatService:
             else:
                 queue.put_nowait(_End(None))
 
+        def stop() -> None:
+            # SHUTDOWN_GRACE ran out: end this chat as an error (in-band once streaming).
+            queue.put_nowait(_End(ShuttingDown(SHUTDOWN_MESSAGE)))
+
         task = asyncio.create_task(pump())
         try:
-            while True:
-                try:
-                    async with asyncio.timeout(tick):
-                        got = await queue.get()
-                except TimeoutError:
-                    yield None
-                    continue
-                if isinstance(got, _End):
-                    if got.error is not None:
-                        raise got.error
-                    return
-                yield got
+            with self._drain.watch(stop):
+                while True:
+                    try:
+                        async with asyncio.timeout(tick):
+                            got = await queue.get()
+                    except TimeoutError:
+                        yield None
+                        continue
+                    if isinstance(got, _End):
+                        if got.error is not None:
+                            raise got.error
+                        return
+                    yield got
         finally:
             # Cancelling the reader closes the upstream response (client gone or answer done).
             task.cancel()

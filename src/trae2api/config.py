@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from trae2api.errors import ConfigError
@@ -119,6 +119,15 @@ class Settings(BaseSettings):
     upstream_retries: int = Field(default=2, ge=0, le=10)
     refresh_margin: float = Field(default=600.0, ge=0)
     ready_window: float = Field(default=300.0, gt=0)
+    # Access control and operations (README "Security" and "Operations").
+    api_keys_file: Path | None = None  # "name: key" per line; see api/keys.py
+    rate_limit_rpm: float = Field(default=0.0, ge=0)  # per client key; 0 turns it off
+    rate_limit_burst: int = Field(default=0, ge=0)  # 0 means max(1, RATE_LIMIT_RPM / 6)
+    metrics_enabled: bool = True
+    shutdown_grace: float = Field(default=20.0, ge=0)
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("redis_url", "redis_conn_string")
+    )
 
     @field_validator("host", "app_id", "client_id", "user_id", "ide_version", mode="before")
     @classmethod

@@ -1,6 +1,7 @@
 """``SqliteStore``: the account's credentials in one SQLite file, durable and safe across processes.
 
-It stores and compares versions only; it must not decide when to refresh (``auth.manager``).
+It stores and compares versions and keeps the refresh lock's lease row; it must not decide when
+to refresh or wait for the lock (``auth.manager``, ``auth.refresh_lock``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from trae2api.errors import ConfigError
 _T = TypeVar("_T")
 
 # PRAGMA user_version of the layout below; later issues migrate by bumping it in _migrate().
-SCHEMA_VERSION = 1
+# 2 added the refresh_lock table.
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS account (
@@ -37,6 +39,16 @@ CREATE TABLE IF NOT EXISTS account (
     access_expires_at REAL,
     device TEXT NOT NULL,
     updated_at REAL NOT NULL
+)
+"""
+
+# The cross-process refresh lock: at most one row, owned until expires_at (epoch seconds; every
+# process sharing the file runs on this host, so they share the clock).
+_LOCK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS refresh_lock (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    owner TEXT NOT NULL,
+    expires_at REAL NOT NULL
 )
 """
 
@@ -74,6 +86,20 @@ class SqliteStore:
         if new.version != expected_version + 1:
             return False
         return await self._run(lambda conn: _compare_and_set(conn, expected_version, new))
+
+    async def acquire_refresh_lock(self, owner: str, ttl: float) -> bool:
+        return await self._run(lambda conn: _acquire_lock(conn, owner, ttl))
+
+    async def renew_refresh_lock(self, owner: str, ttl: float) -> bool:
+        sql = "UPDATE refresh_lock SET expires_at = ? WHERE id = 1 AND owner = ?"
+        cursor = await self._run(
+            lambda conn: _transaction(conn, lambda: conn.execute(sql, (time.time() + ttl, owner)))
+        )
+        return cursor.rowcount == 1
+
+    async def release_refresh_lock(self, owner: str) -> None:
+        sql = "DELETE FROM refresh_lock WHERE id = 1 AND owner = ?"
+        await self._run(lambda conn: _transaction(conn, lambda: conn.execute(sql, (owner,))))
 
     async def close(self) -> None:
         await asyncio.to_thread(self._close)
@@ -157,6 +183,8 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
             )
         if version == 0:
             conn.execute(_SCHEMA)
+        if version < SCHEMA_VERSION:
+            conn.execute(_LOCK_SCHEMA)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     _transaction(conn, step)
@@ -218,3 +246,19 @@ def _compare_and_set(conn: sqlite3.Connection, expected_version: int, new: Crede
     )
     cursor = _transaction(conn, lambda: conn.execute(sql, params))
     return cursor.rowcount == 1
+
+
+def _acquire_lock(conn: sqlite3.Connection, owner: str, ttl: float) -> bool:
+    # BEGIN IMMEDIATE (in _transaction) makes the read and the write one step for every process.
+    def step() -> bool:
+        row = conn.execute("SELECT owner, expires_at FROM refresh_lock WHERE id = 1").fetchone()
+        now = time.time()
+        if row is not None and row[0] != owner and row[1] > now:
+            return False
+        conn.execute(
+            "INSERT OR REPLACE INTO refresh_lock (id, owner, expires_at) VALUES (1, ?, ?)",
+            (owner, now + ttl),
+        )
+        return True
+
+    return _transaction(conn, step)

@@ -1,6 +1,7 @@
 """What durable credential storage must promise; implementations live beside it.
 
-This module only defines the contract (no I/O): see ``sqlite_store.SqliteStore``.
+This module only defines the contract (no I/O): see ``sqlite_store.SqliteStore`` (one host,
+the default) and ``redis_store.RedisStore`` (replicas on several hosts).
 """
 
 from __future__ import annotations
@@ -40,9 +41,20 @@ class CredentialStore(Protocol):
         """
         ...
 
+    async def acquire_refresh_lock(self, owner: str, ttl: float) -> bool:
+        """Take the account's refresh lock for ``ttl`` seconds unless another owner holds an
+        unexpired one (protocol §2: one exchange at a time across every process of the store).
+        """
+        ...
+
+    async def renew_refresh_lock(self, owner: str, ttl: float) -> bool:
+        """Extend the lock to ``ttl`` seconds from now if ``owner`` still holds it; else False."""
+        ...
+
+    async def release_refresh_lock(self, owner: str) -> None:
+        """Drop the lock only if ``owner`` still holds it (compare-and-delete)."""
+        ...
+
     async def close(self) -> None:
         """Release the store's resources; later calls are an error."""
         ...
-
-    # A cross-process "refresh lock" (protocol §2: exchanges single-flight across processes that
-    # share a store) is a later issue; compare_and_set only guarantees no stale overwrite.
