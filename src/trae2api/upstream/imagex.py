@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -29,9 +29,6 @@ from trae2api.images import ImageData
 from trae2api.log import secrets_registry
 from trae2api.upstream.client import business_code, http_error
 from trae2api.upstream.transport import mapped_transport_errors
-
-if TYPE_CHECKING:
-    from trae2api.upstream.upload_cache import UploadCache
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -58,6 +55,16 @@ class UploadedImage:
     height: int
     format: str
     md5: str
+
+
+class UploadCache(Protocol):
+    """Uploaded images by the SHA-256 of their bytes; expired entries are never returned."""
+
+    async def get(self, sha256: str) -> UploadedImage | None: ...
+
+    async def put(self, sha256: str, image: UploadedImage, expires_at: float) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Where uploaded images are remembered by content digest, so identical bytes go up once (§8).
 
-Owns the ``UploadCache`` protocol and two implementations: ``SqliteUploadCache`` (a table in the
+Owns the implementations of ``imagex.UploadCache``: ``SqliteUploadCache`` (a table in the
 credential store's database file, its own connection) and ``MemoryUploadCache`` (tests, demo).
 It must not upload anything, and must not touch the credential store's tables or its
 ``user_version``.
@@ -15,9 +15,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
-from trae2api.upstream.imagex import UploadedImage
+from trae2api.upstream.imagex import UploadCache, UploadedImage
+
+__all__ = ["MemoryUploadCache", "SqliteUploadCache", "UploadCache"]
 
 _T = TypeVar("_T")
 
@@ -32,16 +34,6 @@ CREATE TABLE IF NOT EXISTS image_uploads (
     expires_at REAL NOT NULL
 )
 """
-
-
-class UploadCache(Protocol):
-    """Uploaded images by the SHA-256 of their bytes; expired entries are never returned."""
-
-    async def get(self, sha256: str) -> UploadedImage | None: ...
-
-    async def put(self, sha256: str, image: UploadedImage, expires_at: float) -> None: ...
-
-    async def close(self) -> None: ...
 
 
 class MemoryUploadCache:
