@@ -18,10 +18,11 @@ RUN groupadd --system --gid 10001 trae2api \
 
 WORKDIR /app
 
-# The same install as the README's quickstart (`python -m pip install .`), without -e/extras.
+# The same install as the README's quickstart (`python -m pip install .`), without -e, with the
+# redis extra for REDIS_URL (compose's replicas profile).
 COPY pyproject.toml README.md ./
 COPY src/ ./src/
-RUN python -m pip install --no-cache-dir . \
+RUN python -m pip install --no-cache-dir ".[redis]" \
     && rm -rf build src/*.egg-info
 
 ENV HOST=0.0.0.0 \

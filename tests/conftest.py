@@ -207,3 +207,25 @@ class GatewayProcess:
 
 def run_async(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+# Redis for the replica tests: DB 11 unless TRAE2API_TEST_REDIS names another; every test gets
+# its own key prefix and deletes only its own keys.
+REDIS_TEST_URL = os.environ.get("TRAE2API_TEST_REDIS", "redis://127.0.0.1:6379/11")
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A fresh key prefix on the test Redis (the test is skipped when none answers)."""
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    try:
+        client.ping()
+    except redis.RedisError:
+        client.close()
+        pytest.skip(f"no Redis answers at {REDIS_TEST_URL}")
+    prefix = f"trae2api-test-{os.urandom(6).hex()}:"
+    yield prefix
+    for key in client.scan_iter(match=f"{prefix}*"):
+        client.delete(key)
+    client.close()

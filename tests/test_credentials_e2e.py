@@ -89,8 +89,9 @@ def test_first_start_exchanges_once_and_stores_the_new_token_privately(
     assert wait_for(lambda: stats(sim)["exchanges_ok"] == 1)
     current = stats(sim)["current_refresh_token"]
     assert current != sim.account.refresh_token
+    # The simulator counts the exchange as it answers; the gateway writes right after reading.
+    assert wait_for(lambda: stored(tmp_path / "data")["refresh_token"] == current, timeout=2)
     row = stored(tmp_path / "data")
-    assert row["refresh_token"] == current
     assert row["seed_fingerprint"] == fingerprint(sim.account.refresh_token)
     assert row["version"] == 1
     assert row["access_token"]

@@ -23,26 +23,32 @@ from trae2api import __version__
 from trae2api.api import chat as chat_routes
 from trae2api.api import errors as error_handlers
 from trae2api.api import health as health_routes
+from trae2api.api import metrics as metrics_routes
 from trae2api.api import models as model_routes
+from trae2api.api.keys import client_key_pairs, warn_short_keys
 from trae2api.api.middleware import BodyLimit, RequestContext
+from trae2api.api.ratelimit import build_rate_limiter
 from trae2api.api.security import ClientKeys
 from trae2api.attachments import Attachments
 from trae2api.auth.manager import CredentialManager
 from trae2api.auth.sqlite_store import SqliteStore
+from trae2api.auth.store import CredentialStore
 from trae2api.chat import ChatService, ChatTuning
 from trae2api.config import Settings
 from trae2api.dialect import AgentDialect, Dialect, LegacyDialect
-from trae2api.errors import ApiError
+from trae2api.errors import ApiError, ConfigError
 from trae2api.imagefetch import ImageFetcher
 from trae2api.log import secrets_registry
+from trae2api.metrics import MeteredExchanger, Metrics
 from trae2api.models import AliasTable, ModelCatalog, fetch_model_configs
+from trae2api.shutdown import Drain
 from trae2api.sigv4 import region_from_host
 from trae2api.status.health import UpstreamHealth
 from trae2api.upstream.agent_client import AgentClient
 from trae2api.upstream.client import TraeClient, UpstreamIdentity
 from trae2api.upstream.exchange import TokenExchanger
 from trae2api.upstream.imagex import ImageUploader
-from trae2api.upstream.upload_cache import SqliteUploadCache
+from trae2api.upstream.upload_cache import RedisUploadCache, SqliteUploadCache, UploadCache
 
 log = structlog.get_logger(__name__)
 STORE_FILE = "trae2api.sqlite3"
@@ -53,7 +59,7 @@ class Deps:
     """Everything a request handler may use; built once per process."""
 
     http: httpx.AsyncClient
-    store: SqliteStore
+    store: CredentialStore
     account: CredentialManager
     dialect: Dialect
     catalog: ModelCatalog
@@ -67,7 +73,10 @@ class Deps:
         await fetch_model_configs(self.dialect, self.account, self.health)
 
 
-def build_deps(settings: Settings) -> Deps:
+def build_deps(
+    settings: Settings, *, metrics: Metrics | None = None, drain: Drain | None = None
+) -> Deps:
+    metrics = metrics or Metrics()
     http = httpx.AsyncClient(
         timeout=httpx.Timeout(
             connect=settings.upstream_connect_timeout,
@@ -79,18 +88,23 @@ def build_deps(settings: Settings) -> Deps:
         follow_redirects=False,
         trust_env=False,
     )
-    store = SqliteStore(settings.data_dir / STORE_FILE)
-    exchanger = TokenExchanger(
-        http,
-        base_url=settings.refresh_token_url,
-        client_id=settings.client_id,
-        user_id=settings.user_id,
+    store = open_store(settings)
+    exchanger = MeteredExchanger(
+        TokenExchanger(
+            http,
+            base_url=settings.refresh_token_url,
+            client_id=settings.client_id,
+            user_id=settings.user_id,
+        ),
+        metrics,
     )
     account = CredentialManager(
         store=store,
         exchanger=exchanger,
         seed_refresh_token=settings.refresh_token.get_secret_value(),
         refresh_margin=settings.refresh_margin,
+        refresh_lock_ttl=settings.refresh_lock_ttl,
+        refresh_lock_wait=settings.refresh_lock_wait,
     )
     identity = UpstreamIdentity(settings.app_id, settings.ide_version, settings.ide_version_code)
     health = UpstreamHealth()
@@ -101,7 +115,7 @@ def build_deps(settings: Settings) -> Deps:
         return await fetch_model_configs(dialect, account, health)
 
     catalog = ModelCatalog(fetch_catalogue, aliases, ttl=settings.models_ttl)
-    dialect = _dialect(settings, http, identity, catalog, account, store.path)
+    dialect = _dialect(settings, http, identity, catalog, account, settings.data_dir / STORE_FILE)
     attachments = Attachments(
         ImageFetcher(
             max_bytes=settings.max_image_bytes,
@@ -119,7 +133,13 @@ def build_deps(settings: Settings) -> Deps:
         keepalive_interval=settings.keepalive_interval,
     )
     chat = ChatService(
-        dialect=dialect, account=account, health=health, tuning=tuning, attachments=attachments
+        dialect=dialect,
+        account=account,
+        health=health,
+        tuning=tuning,
+        attachments=attachments,
+        metrics=metrics,
+        drain=drain,
     )
     return Deps(http, store, account, dialect, catalog, chat, health, attachments)
 
@@ -157,7 +177,7 @@ def _dialect(
         region=_imagex_region(settings),
         service_name=settings.imagex_service_name,
         headers=legacy.headers,
-        cache=SqliteUploadCache(store_path),
+        cache=_upload_cache(settings, store_path),
         cache_ttl=settings.image_cache_ttl,
     )
     return LegacyDialect(
@@ -168,6 +188,25 @@ def _dialect(
         account=account,
         media_item=settings.multi_media_item,
     )
+
+
+def open_store(settings: Settings) -> CredentialStore:
+    """REDIS_URL set: the Redis store shared by replicas; otherwise SQLite in DATA_DIR."""
+    if settings.redis_url is None:
+        return SqliteStore(settings.data_dir / STORE_FILE)
+    try:
+        from trae2api.auth.redis_store import RedisStore
+    except ImportError:
+        raise ConfigError(
+            "REDIS_URL", "needs the redis extra: pip install 'trae2api[redis]'"
+        ) from None
+    return RedisStore(settings.redis_url, prefix=settings.redis_key_prefix)
+
+
+def _upload_cache(settings: Settings, store_path: Path) -> UploadCache:
+    if settings.redis_url is None:
+        return SqliteUploadCache(store_path)
+    return RedisUploadCache(settings.redis_url, prefix=settings.redis_key_prefix)
 
 
 def _imagex_region(settings: Settings) -> str:
@@ -189,8 +228,9 @@ def _lifespan(
 ) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ready = deps or build_deps(settings)
+        ready = deps or build_deps(settings, metrics=app.state.metrics, drain=app.state.drain)
         app.state.deps = ready
+        app.state.drain.bind(asyncio.get_running_loop())
         await ready.account.start()
         ready.background.append(asyncio.create_task(ready.account.run_background_refresh()))
         ready.background.append(asyncio.create_task(_warm_up(ready)))
@@ -207,6 +247,8 @@ def _lifespan(
             await ready.attachments.aclose()
             await ready.dialect.aclose()
             await ready.store.close()
+            if app.state.rate_limiter is not None:
+                await app.state.rate_limiter.aclose()
 
     return lifespan
 
@@ -220,7 +262,9 @@ async def _warm_up(deps: Deps) -> None:
 
 def create_app(settings: Settings, deps: Deps | None = None) -> FastAPI:
     """The ASGI application for ``settings``; ``deps`` replaces the default wiring (tests)."""
-    secrets_registry.add(settings.refresh_token.get_secret_value(), *settings.client_keys)
+    keys = client_key_pairs(settings)
+    secrets_registry.add(settings.refresh_token.get_secret_value(), *(key for _, key in keys))
+    warn_short_keys(keys)
     app = FastAPI(
         title="trae2api",
         version=__version__,
@@ -228,10 +272,15 @@ def create_app(settings: Settings, deps: Deps | None = None) -> FastAPI:
         lifespan=_lifespan(settings, deps),
     )
     app.state.settings = settings
-    app.state.client_keys = ClientKeys(settings.client_keys)
+    app.state.client_keys = ClientKeys.named(keys)
+    app.state.metrics = Metrics()
+    app.state.drain = Drain(settings.shutdown_grace)
+    app.state.rate_limiter = build_rate_limiter(settings)
     error_handlers.install(app)
     for router in (chat_routes.router, model_routes.router, health_routes.router):
         app.include_router(router)
+    if settings.metrics_enabled:
+        app.include_router(metrics_routes.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if settings.cors_origins:
         wildcard = settings.cors_origins == ["*"]
@@ -244,5 +293,7 @@ def create_app(settings: Settings, deps: Deps | None = None) -> FastAPI:
             allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
             expose_headers=["x-request-id", "retry-after"],
         )
-    app.add_middleware(RequestContext)
+    app.add_middleware(
+        RequestContext, metrics=app.state.metrics if settings.metrics_enabled else None
+    )
     return app

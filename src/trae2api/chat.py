@@ -209,29 +209,23 @@ class ChatService:
 
     async def _attempt(self, body: dict[str, Any], token: str) -> AsyncIterator[list[Item]]:
         try:
-            async for items in self._attempt_events(body, token):
-                yield items
+            async with self._dialect.open_chat(body, token, self._account.device) as batches:
+                self._health.success()
+                async for events in batches:
+                    items: list[Item] = []
+                    for event in events:
+                        item = interpret(event)
+                        if isinstance(item, Failure):
+                            if items:
+                                yield items  # what came before the error still counts
+                            raise from_business_code(item.code, item.message)
+                        if item is not None:
+                            items.append(item)
+                    if items:
+                        yield items
         except ApiError as exc:
             self._metrics.upstream_error(exc)
             raise
-
-    async def _attempt_events(
-        self, body: dict[str, Any], token: str
-    ) -> AsyncIterator[list[Item]]:
-        async with self._dialect.open_chat(body, token, self._account.device) as batches:
-            self._health.success()
-            async for events in batches:
-                items: list[Item] = []
-                for event in events:
-                    item = interpret(event)
-                    if isinstance(item, Failure):
-                        if items:
-                            yield items  # what came before the error still counts
-                        raise from_business_code(item.code, item.message)
-                    if item is not None:
-                        items.append(item)
-                if items:
-                    yield items
 
     async def _relay(
         self, batches: AsyncIterator[list[Item]], tick: float

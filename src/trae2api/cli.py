@@ -8,21 +8,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Coroutine
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import structlog
 import uvicorn
 
 from trae2api import __version__
+from trae2api.api.keys import reload_keys
 from trae2api.app import create_app
 from trae2api.config import Settings, load_settings, require_account, require_safe_bind
 from trae2api.errors import ConfigError
 from trae2api.log import configure_logging
+from trae2api.shutdown import Drain
 
 EXIT_CONFIG = 2
 log = structlog.get_logger("trae2api")
@@ -128,21 +134,46 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
 
 
+class _DrainingServer(uvicorn.Server):
+    """uvicorn's server that also starts the app's SHUTDOWN_GRACE on SIGTERM/SIGINT."""
+
+    def __init__(self, config: uvicorn.Config, drain: Drain) -> None:
+        super().__init__(config)
+        self.drain = drain
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self.drain.begin()
+
+
+def _signals(app: Any, settings: Settings) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    # uvicorn raises SIGTERM again once it has shut down; by then that must not kill us with
+    # status -15: a clean drain exits 0.
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: None)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, reload_keys, app.state, settings)
+
+
 async def _run_servers(settings: Settings, *extra: Any) -> None:
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http="trae2api.api.http_protocol:EnvelopeHttpToolsProtocol",  # 400s as envelopes
         ws="none",
         log_config=None,
         log_level=settings.log_level.lower(),
         access_log=False,
         server_header=False,
-        timeout_graceful_shutdown=10,
+        # Streams are ended in-band at SHUTDOWN_GRACE; uvicorn cancels what is left later.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace) + 5,
     )
-    server = uvicorn.Server(config)
+    server = _DrainingServer(config, app.state.drain)
+    _signals(app, settings)
     tasks = [asyncio.ensure_future(job) for job in extra]
     try:
         await server.serve()

@@ -10,8 +10,16 @@ import ipaddress
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from trae2api.errors import ConfigError
@@ -128,6 +136,10 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, validation_alias=AliasChoices("redis_url", "redis_conn_string")
     )
+    # Replicas (README "Several replicas"): Redis keys, and the cross-process refresh lock.
+    redis_key_prefix: str = Field(default="trae2api:", min_length=1)
+    refresh_lock_ttl: float = Field(default=10.0, gt=0)
+    refresh_lock_wait: float = Field(default=30.0, gt=0)
 
     @field_validator("host", "app_id", "client_id", "user_id", "ide_version", mode="before")
     @classmethod
@@ -195,6 +207,16 @@ class Settings(BaseSettings):
             raise ValueError('must be a JSON object with a "$uri" value, e.g. ' + _ITEM_EXAMPLE)
         return value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not _valid_redis_url(value.strip()):
+            raise ValueError(
+                "must be a Redis URL such as redis://localhost:6379/0 (rediss:// for TLS, "
+                "redis://:password@host:6379/0 with a password, unix:///run/redis.sock)"
+            )
+        return value.strip() if value is not None else None
+
     @field_validator(*_URL_FIELDS)
     @classmethod
     def _check_url(cls, value: str) -> str:
@@ -219,6 +241,24 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _valid_redis_url(url: str) -> bool:
+    """redis://, rediss:// with a host (port and /db optional, both numbers) or unix://path."""
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port is None or parts.port > 0  # .port raises on a non-number
+    except ValueError:
+        return False
+    if parts.scheme == "unix":
+        return bool(parts.path)
+    db = parts.path.lstrip("/")
+    return (
+        parts.scheme in ("redis", "rediss")
+        and bool(parts.hostname)
+        and port_ok
+        and (db == "" or db.isdigit())
+    )
 
 
 def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
@@ -247,7 +287,9 @@ def require_account(settings: Settings) -> None:
 
 def require_safe_bind(settings: Settings, *, insecure_no_auth: bool) -> None:
     """Refuse to serve a non-loopback address without client keys unless told to."""
-    if settings.binds_loopback or settings.client_keys or insecure_no_auth:
+    if settings.binds_loopback or settings.client_keys or settings.api_keys_file:
+        return
+    if insecure_no_auth:
         return
     raise ConfigError(
         "AUTH_TOKEN",

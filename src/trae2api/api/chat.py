@@ -5,21 +5,24 @@ It validates and converts the wire request, then hands it to the chat use case.
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
+from trae2api.api.middleware import MODEL_SCOPE_KEY
 from trae2api.api.responses import ORJSONResponse, sse_response
 from trae2api.api.schemas import ChatCompletionRequest
 from trae2api.api.security import authenticate
+from trae2api.api.strict_json import StrictJSONRoute
 from trae2api.chat import ClientDisconnected
 from trae2api.errors import InvalidRequest
 from trae2api.translate import ChatRequest, ReasoningMode, turns_from_messages
 
 log = structlog.get_logger(__name__)
-router = APIRouter()
+router = APIRouter(route_class=StrictJSONRoute)
 _MAX_STOPS = 4  # OpenAI's limit for ``stop``
 _SAMPLING = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty")
 
@@ -108,16 +111,24 @@ async def chat_completions(
     client_name: Annotated[str, Depends(authenticate)],
 ) -> Response:
     state = request.app.state
+    request.scope[MODEL_SCOPE_KEY] = body.model
     chat_request = to_chat_request(body, client_name, state.settings.reasoning_mode)
+    metrics = state.metrics
     if chat_request.stream:
+        started = time.perf_counter()
         stream = await state.deps.chat.open_stream(chat_request)
-        return sse_response(stream.chunks, _served_header(stream.answer.served_model))
+        metrics.first_chunk.labels(metrics.model_label(body.model, 200)).observe(
+            time.perf_counter() - started
+        )
+        chunks = metrics.track_stream(stream.chunks, stream.answer)
+        return sse_response(chunks, _served_header(stream.answer.served_model))
     try:
         completion, answer = await state.deps.chat.complete(
             chat_request, is_disconnected=request.is_disconnected
         )
     except ClientDisconnected:
         return Response(status_code=499)
+    metrics.queued(answer)
     return ORJSONResponse(completion, headers=_served_header(answer.served_model))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -45,4 +46,6 @@ async def status(request: Request, _client: Annotated[str, Depends(authenticate)
         "base_url": settings.base_url,
         "account": deps.account.status(),
         "upstream": deps.health.summary(),
+        # A count only (the fault suite's leak check reads it): tasks alive in this process.
+        "runtime": {"asyncio_tasks": len(asyncio.all_tasks())},
     }

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import structlog
 
+from trae2api.api.security import ClientKeys
 from trae2api.config import Settings
 from trae2api.errors import ConfigError
+from trae2api.log import secrets_registry
 
 log = structlog.get_logger(__name__)
 
@@ -86,3 +89,16 @@ def warn_short_keys(pairs: list[tuple[str, str]]) -> None:
                 recommended=RECOMMENDED_KEY_LENGTH,
                 hint="use a long random key, e.g. `openssl rand -hex 24`",
             )
+
+
+def reload_keys(state: Any, settings: Settings) -> None:
+    """SIGHUP: read ``API_KEYS_FILE`` again; on an error the keys in use stay in force."""
+    try:
+        pairs = client_key_pairs(settings)
+    except ConfigError as exc:
+        log.error("client_keys_reload_failed", error=str(exc), kept="the previous keys")
+        return
+    secrets_registry.add(*(key for _, key in pairs))
+    warn_short_keys(pairs)
+    state.client_keys = ClientKeys.named(pairs)
+    log.info("client_keys_reloaded", names=[name for name, _ in pairs])

@@ -13,16 +13,22 @@ import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from trae2api.api.security import CLIENT_SCOPE_KEY
 from trae2api.errors import PayloadTooLarge
+from trae2api.metrics import NO_LABEL, Metrics
 
 log = structlog.get_logger("trae2api.access")
+# The chat route leaves the requested model here, for the metrics.
+MODEL_SCOPE_KEY = "trae2api.model"
 
 
 class RequestContext:
-    """Gives each request an id (``x-request-id``, echoed back) and logs it once when done."""
+    """Gives each request an id (``x-request-id``, echoed back), logs it once when done (with
+    the client key's name) and counts it in the metrics by route template."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -46,14 +52,33 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
+            client = scope.get(CLIENT_SCOPE_KEY, NO_LABEL)
             log.info(
                 "request",
                 method=scope["method"],
                 path=scope["path"],
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                client=client,
+                duration_ms=round(elapsed * 1000, 1),
             )
-            structlog.contextvars.unbind_contextvars("request_id")
+            structlog.contextvars.unbind_contextvars("request_id", "client")
+            if self.metrics is not None:
+                self.metrics.request_done(
+                    _route(scope),
+                    scope["method"],
+                    status,
+                    scope.get(MODEL_SCOPE_KEY),
+                    client,
+                    elapsed,
+                )
+
+
+def _route(scope: Scope) -> str:
+    # The matched route's template ("/v1/chat/completions"), never the raw path.
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
 
 
 _ID_CHARS = frozenset(string.ascii_letters + string.digits + "-_.")

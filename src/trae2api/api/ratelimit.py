@@ -14,11 +14,11 @@ from typing import Any, Protocol
 
 import structlog
 
+from trae2api.config import Settings
 from trae2api.errors import ApiError
 
 log = structlog.get_logger(__name__)
 
-KEY_PREFIX = "trae2api:ratelimit:"
 
 # KEYS[1] the bucket; ARGV: rate (tokens/s), burst, now (s). Returns seconds to wait (0: ok).
 # The caller's clock is used, so every replica must keep time (NTP); the bucket expires once
@@ -79,7 +79,7 @@ class MemoryBuckets:
 class RedisBuckets:
     """Buckets in Redis, so every replica draws from the same one."""
 
-    def __init__(self, url: str, rate: float, burst: int, prefix: str = KEY_PREFIX) -> None:
+    def __init__(self, url: str, rate: float, burst: int, prefix: str) -> None:
         # Imported here: redis is an optional extra, needed only when REDIS_URL is set.
         import redis.asyncio as redis
 
@@ -120,13 +120,15 @@ class RateLimiter:
         await self._buckets.aclose()
 
 
-def build_rate_limiter(rpm: float, burst: int, redis_url: str | None) -> RateLimiter | None:
+def build_rate_limiter(settings: Settings) -> RateLimiter | None:
     """The limiter for the settings, or None when ``RATE_LIMIT_RPM`` is 0 (the default)."""
+    rpm = settings.rate_limit_rpm
     if rpm <= 0:
         return None
-    size = burst or max(1, math.ceil(rpm / 6))
+    size = settings.rate_limit_burst or max(1, math.ceil(rpm / 6))
     rate = rpm / 60.0
-    buckets: Buckets = (
-        RedisBuckets(redis_url, rate, size) if redis_url else MemoryBuckets(rate, size)
-    )
+    buckets: Buckets = MemoryBuckets(rate, size)
+    if settings.redis_url:
+        prefix = f"{settings.redis_key_prefix}ratelimit:"
+        buckets = RedisBuckets(settings.redis_url, rate, size, prefix)
     return RateLimiter(buckets, rpm)

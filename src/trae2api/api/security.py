@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import hmac
 
+import structlog
 from fastapi import Request
 
-from trae2api.errors import AuthenticationFailed
+from trae2api.errors import ApiError, AuthenticationFailed
 
 ANONYMOUS = "anonymous"
+# Where the request's key name is left for the access log and metrics (never the key).
+CLIENT_SCOPE_KEY = "trae2api.client"
 
 
 class ClientKeys:
@@ -19,6 +22,13 @@ class ClientKeys:
 
     def __init__(self, keys: list[str]) -> None:
         self._keys = [(f"key-{index}", key.encode()) for index, key in enumerate(keys, 1)]
+
+    @classmethod
+    def named(cls, pairs: list[tuple[str, str]]) -> ClientKeys:
+        """Keys with their own names (``API_KEYS_FILE``)."""
+        keys = cls([])
+        keys._keys = [(name, key.encode()) for name, key in pairs]
+        return keys
 
     @property
     def enabled(self) -> bool:
@@ -48,6 +58,20 @@ def presented_key(request: Request) -> str | None:
 async def authenticate(request: Request) -> str:
     """FastAPI dependency: the client's key name, or 401 in OpenAI's envelope."""
     keys: ClientKeys = request.app.state.client_keys
+    name = _identify(keys, request)
+    request.scope[CLIENT_SCOPE_KEY] = name
+    structlog.contextvars.bind_contextvars(client=name)
+    limiter = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        try:
+            await limiter.check(name)
+        except ApiError:
+            request.app.state.metrics.rate_limited.labels(name).inc()
+            raise
+    return name
+
+
+def _identify(keys: ClientKeys, request: Request) -> str:
     if not keys.enabled:
         return ANONYMOUS
     presented = presented_key(request)

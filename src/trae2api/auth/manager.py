@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol
 import structlog
 
 from trae2api.auth.credentials import Credentials, DeviceIdentity, ExchangeResult, fingerprint
+from trae2api.auth.refresh_lock import Lease, RefreshLock
 from trae2api.auth.store import CredentialStore, StoredAccount
 from trae2api.errors import ConfigError, ReauthRequired, UpstreamUnavailable
 from trae2api.log import secrets_registry
@@ -65,6 +66,8 @@ class CredentialManager:
         refresh_margin: float = 600.0,
         min_refresh_interval: float = 60.0,
         reauth_grace: float = 2.0,
+        refresh_lock_ttl: float = 10.0,
+        refresh_lock_wait: float = 30.0,
         logger: Logger | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -77,6 +80,9 @@ class CredentialManager:
         self._reauth_grace = reauth_grace
         self._log: Logger = logger if logger is not None else structlog.get_logger(__name__)
         self._sleep = sleep
+        self._lock = RefreshLock(
+            store, ttl=refresh_lock_ttl, wait=refresh_lock_wait, logger=self._log
+        )
         self._held: Credentials | None = None
         self._device: DeviceIdentity | None = None
         self._inflight: asyncio.Task[Credentials] | None = None
@@ -92,33 +98,39 @@ class CredentialManager:
     # -- start-up -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the stored account, or record a first or new login from the seed token."""
-        stored = await self._store.load()
-        seed_fp = fingerprint(self._seed) if self._seed else None
-        if stored is None:
-            if not self._seed:
-                raise ConfigError("REFRESH_TOKEN", "is empty and no credentials are stored yet")
-            account = StoredAccount(
-                Credentials(refresh_token=self._seed, seed_fingerprint=fingerprint(self._seed)),
-                DeviceIdentity.generate(),
-            )
-            await self._store.create(account)
-            case = "first_login"
-        elif seed_fp is None or stored.credentials.seed_fingerprint == seed_fp:
-            # The env still holds the original token, which is burnt: the store has the newest.
-            account, case = stored, "resumed"
-        else:
-            # A new REFRESH_TOKEN means the operator logged in again. The version keeps growing
-            # so a worker still holding the old login can never win a compare_and_set.
-            creds = Credentials(
-                refresh_token=self._seed,
-                seed_fingerprint=fingerprint(self._seed),
-                version=stored.credentials.version + 1,
-            )
-            account, case = StoredAccount(creds, stored.device), "new_login"
-            await self._store.create(account)
+        """Load the stored account, or record a first or new login from the seed token.
+
+        A login is written under the refresh lock after a re-read, so processes starting
+        together record it once (one device identity), and a process that read the store before
+        another one's exchange never writes the burnt seed over the rotated token.
+        """
+        account, case = self._initial_account(await self._store.load())
+        if case != "resumed":
+            async with self._lock.hold(_always):
+                account, case = self._initial_account(await self._store.load())
+                if case != "resumed":
+                    await self._store.create(account)
         self._creds, self._device = account.credentials, account.device
         self._log.info("credentials.loaded", case=case, **account.credentials.redacted())
+
+    def _initial_account(self, stored: StoredAccount | None) -> tuple[StoredAccount, str]:
+        seed_fp = fingerprint(self._seed) if self._seed else None
+        if stored is None:
+            if seed_fp is None:
+                raise ConfigError("REFRESH_TOKEN", "is empty and no credentials are stored yet")
+            creds = Credentials(refresh_token=self._seed, seed_fingerprint=seed_fp)
+            return StoredAccount(creds, DeviceIdentity.generate()), "first_login"
+        if seed_fp is None or stored.credentials.seed_fingerprint == seed_fp:
+            # The env still holds the original token, which is burnt: the store has the newest.
+            return stored, "resumed"
+        # A new REFRESH_TOKEN means the operator logged in again. The version keeps growing so a
+        # worker still holding the old login can never win a compare_and_set.
+        creds = Credentials(
+            refresh_token=self._seed,
+            seed_fingerprint=seed_fp,
+            version=stored.credentials.version + 1,
+        )
+        return StoredAccount(creds, stored.device), "new_login"
 
     @property
     def _creds(self) -> Credentials | None:
@@ -290,11 +302,35 @@ class CredentialManager:
             # The refresh we joined did not replace the rejected token: run our own next.
 
     async def _refresh(self, rejected: str | None) -> Credentials:
+        """Exchange under the cross-process refresh lock, re-reading the store first."""
         await self._persist_unsaved()
         current = await self._adopt_newer_stored(self._current())
+        if not self._should_exchange(current, rejected, self._clock()):
+            return current
+
+        async def still_needed() -> bool:
+            # Polled while waiting: a waiter adopts the holder's result as soon as it is stored.
+            latest = await self._adopt_newer_stored(self._current())
+            if rejected is not None:
+                return latest.access_token == rejected
+            return self._needs_refresh(latest, self._clock())
+
+        async with self._lock.hold(still_needed) as lease:
+            # Re-read under the lock: another process may have refreshed while we waited.
+            current = await self._adopt_newer_stored(self._current())
+            if lease is None:
+                return current
+            return await self._exchange_rounds(current, rejected, lease)
+
+    async def _exchange_rounds(
+        self, current: Credentials, rejected: str | None, lease: Lease
+    ) -> Credentials:
         for _ in range(_MAX_ROUNDS):
             if not self._should_exchange(current, rejected, self._clock()):
                 return current
+            if not await lease.confirm():
+                # Paused past the lock's expiry: another process may be exchanging this token.
+                raise UpstreamUnavailable("the refresh lock expired before the exchange")
             current, won = await self._exchange(current)
             if won:
                 return current
@@ -325,6 +361,9 @@ class CredentialManager:
             self._last_error = str(exc)
             self._log.warning("credentials.refresh_failed", error=str(exc))
             raise
+        # From here until compare_and_set returns, the rotated token exists only in this
+        # process (protocol §2): nothing may come between the response and the durable write.
+        received = time.monotonic()
         new = current.after_exchange(result)
         self._last_exchange_at, self._last_exchange_version = self._clock(), new.version
         try:
@@ -337,15 +376,17 @@ class CredentialManager:
         self._refresh_count += 1
         self._last_refresh_at = self._last_exchange_at
         self._last_error = None
-        self._log.info("credentials.refreshed", **new.redacted())
+        persist_ms = round((time.monotonic() - received) * 1000, 2)
+        self._log.info("credentials.refreshed", persist_ms=persist_ms, **new.redacted())
         return new, True
 
     async def _rotated_elsewhere(self, current: Credentials) -> Credentials | None:
         """After a rejection: did another worker rotate this token and store the result?
 
-        Until a cross-process refresh lock exists, two workers can present the same refresh
-        token; the loser's 4xx is then not a dead account. The winner stores right after its
-        exchange returns, so look twice, ``reauth_grace`` apart.
+        The refresh lock keeps two workers from presenting the same token, but a lock can expire
+        under a paused holder (or a store can be shared by an older trae2api without the lock);
+        the loser's 4xx is then not a dead account. The winner stores right after its exchange
+        returns, so look twice, ``reauth_grace`` apart.
         """
         for attempt in range(2):
             if attempt:
@@ -411,6 +452,10 @@ def _token(creds: Credentials) -> str:
     if creds.access_token is None:
         raise UpstreamUnavailable("no Trae access token is available yet")
     return creds.access_token
+
+
+async def _always() -> bool:
+    return True
 
 
 def _consume_result(task: asyncio.Task[Credentials]) -> None:

@@ -158,6 +158,11 @@ class ImageStore:
         with self._lock:
             return self._credentials.get(access_key_id)
 
+    def issued_credentials(self) -> list[UploadCredential]:
+        """Every upload credential issued since the last reset (for secret-hygiene tests)."""
+        with self._lock:
+            return list(self._credentials.values())
+
     def expire_credentials(self) -> None:
         """Every upload credential issued so far expires now."""
         with self._lock:

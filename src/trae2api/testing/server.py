@@ -115,6 +115,15 @@ class SimControl:
         """Answer the next valid chat with exactly these ``{event, data, delay?, raw?}``."""
         self._call("POST", "script", events)
 
+    def fault(self, fault: str, *, target: str = "chat", times: int = 1) -> list[Any]:
+        """Queue a directive-free fault (see ``trae2api.testing.faults``); the pending list."""
+        body = {"target": target, "fault": fault, "times": times}
+        result: list[Any] = self._call("POST", "fault", body)["faults"]
+        return result
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "fault")
+
     def reset(self) -> dict[str, Any]:
         """Everything back to the initial state (see ``SimState.reset``)."""
         result: dict[str, Any] = self._call("POST", "reset")

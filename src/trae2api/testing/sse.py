@@ -121,17 +121,23 @@ class ResetConnection(Response):
         self.init_headers({})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        cycle = getattr(scope.get(RAW_SEND_KEY), "__self__", None)
-        transport: Any = getattr(cycle, "transport", None)
-        if transport is None or not hasattr(transport, "abort"):
-            raise RuntimeError("[sim:reset] needs uvicorn's transport; answering 500 instead")
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError, AttributeError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        transport.abort()
+        abort_connection(scope)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(_wait_for_disconnect(receive), timeout=2.0)
+
+
+def abort_connection(scope: Scope) -> None:
+    """Reset this request's TCP connection now (SO_LINGER 0, then abort: the peer gets a RST);
+    bytes already sent stay sent."""
+    cycle = getattr(scope.get(RAW_SEND_KEY), "__self__", None)
+    transport: Any = getattr(cycle, "transport", None)
+    if transport is None or not hasattr(transport, "abort"):
+        raise RuntimeError("a reset needs uvicorn's transport; answering 500 instead")
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 def html_error(status: int) -> Response:

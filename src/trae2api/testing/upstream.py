@@ -38,7 +38,8 @@ tool results), the answer is 'Tool results: N → content' (several joined by ";
 bridge directives say; directives are read from the text outside those blocks.
 An unknown or malformed directive answers error {"code": 4001} naming it (typos fail loudly).
 Model deepseek-R1 streams reasoning_content deltas ("Let me think about ...") before the answer.
-The agent dialect's endpoints and directives are described in ``trae2api.testing.agent``.
+The agent dialect's endpoints and directives are described in ``trae2api.testing.agent``; the
+transport faults (``[sim:fault NAME]``, ``/_sim/fault``) in ``trae2api.testing.faults``.
 
 Choices where protocol.md is silent: a bad/expired ``x-ide-token`` is HTTP 401
 {"code": 1001, "message": "not authenticated"}; every other header problem, including a wrong
@@ -67,6 +68,13 @@ from starlette.types import Receive, Scope, Send
 
 from trae2api.testing.admin import admin_routes, json_response, read_json
 from trae2api.testing.agent import agent_routes
+from trae2api.testing.faults import (
+    FaultBoard,
+    chat_fault_response,
+    exchange_fault_response,
+    fault_routes,
+    find_chat_fault,
+)
 from trae2api.testing.images_seen import NO_IMAGES, accepts_images, check_multi_media
 from trae2api.testing.imagex import image_routes
 from trae2api.testing.scenario import Plan, error_frame, plan_chat, plan_script
@@ -110,11 +118,15 @@ def _invalid(exc: Invalid, kind: str) -> Response:
 
 
 class _Upstream:
-    def __init__(self, state: SimState) -> None:
+    def __init__(self, state: SimState, faults: FaultBoard) -> None:
         self.state = state
+        self.faults = faults
 
     async def exchange(self, request: Request) -> Response:
         body, ok = await read_json(request)
+        fault = self.faults.take("exchange")
+        if fault is not None:
+            return exchange_fault_response(fault)
         try:
             if not request.headers.get("content-type", "").startswith("application/json"):
                 raise Invalid("Content-Type", "must be application/json")
@@ -200,6 +212,12 @@ class _Upstream:
         if chat.image_note and known and not accepts_images(models, chat.model_name):
             self.state.count("body_rejections")
             return respond(Plan((error_frame(4001, message=NO_IMAGES),)), self.state)
+        try:
+            fault, text = find_chat_fault(chat.user_input)
+        except ValueError as exc:
+            return respond(Plan((error_frame(4001, message=str(exc)),)), self.state)
+        chat = dataclasses.replace(chat, user_input=text)
+        fault = self.faults.take("chat") or fault
         script = self.state.pop_script()
         plan: Plan
         if script is not None:
@@ -212,7 +230,7 @@ class _Upstream:
                 known_model=chat.model_name in self.state.model_names(),
                 too_old=minimum is not None and version_code < minimum,
             )
-        return respond(plan, self.state)
+        return respond(plan, self.state) if fault is None else chat_fault_response(fault, plan)
 
 
 class _SimApp(Starlette):
@@ -228,13 +246,15 @@ def create_upstream_app(state: SimState) -> Starlette:
     """The simulated Trae: the §2 exchange, the legacy ``/api/ide/*`` endpoints, the agent
     dialect's catalogue and chat (``trae2api.testing.agent``), ``/_sim/*``, and the §8 image
     pipeline (upload token, ImageX, TOS: ``trae2api.testing.imagex``)."""
-    upstream = _Upstream(state)
+    faults = FaultBoard()
+    upstream = _Upstream(state, faults)
     routes = [
         Route(EXCHANGE_PATH, upstream.exchange, methods=["POST"]),
         Route(MODEL_LIST_PATH, upstream.model_list, methods=["GET"]),
         Route(CHAT_PATH, upstream.chat, methods=["POST"]),
         *agent_routes(state),
         *admin_routes(state),
+        *fault_routes(faults),
         *image_routes(state),  # last: it ends in a catch-all GET for the upload-token path
     ]
     return _SimApp(routes=routes)

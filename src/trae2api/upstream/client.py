@@ -5,10 +5,11 @@ It turns HTTP answers into events or ``ApiError``s; it must not retry, refresh o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
@@ -19,6 +20,7 @@ from trae2api.sse import SSEEvent, SSEParser, SSEProtocolError
 from trae2api.upstream.transport import mapped_transport_errors
 
 _RATE_LIMIT_DEFAULT_RETRY_AFTER = 5
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -100,19 +102,39 @@ async def open_event_stream(
         if response.status_code != 200 or content_type.startswith("application/json"):
             # A JSON answer instead of a stream is an error, whatever its status.
             with mapped_transport_errors("reading an error answer"):
-                content = await response.aread()
+                content = await _uncancelled(response.aread())
             raise http_error(response.status_code, content, response.headers)
         yield _event_batches(response)
     finally:
-        await response.aclose()
+        await _uncancelled(response.aclose())
+
+
+async def _uncancelled(step: Awaitable[_T]) -> _T:
+    """Run ``step`` (a close, or a read that ends in one) to its end even if cancelled.
+
+    Chat cancels the task that reads Trae once an answer is done or its client is gone. A
+    cancellation that lands inside httpcore's close marks the response closed but leaves its
+    pooled connection ACTIVE for ever (encode/httpcore#1115): one leaked connection per
+    interrupted close, until the pool is exhausted. So closes run in a task of their own.
+    """
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])  # it goes on even if this task is cancelled again
+        raise
 
 
 async def _event_batches(response: httpx.Response) -> AsyncIterator[list[SSEEvent]]:
     # Batches, not single events: the per-item cost downstream is paid once per read.
     parser = SSEParser()
+    # Not aiter_raw(): it closes the response itself after the last chunk, where a cancellation
+    # would leak the connection (see _uncancelled); the caller closes it, uncancelled.
+    stream = response.stream
+    assert isinstance(stream, httpx.AsyncByteStream)
     with mapped_transport_errors("reading the chat stream"):
         try:
-            async for raw in response.aiter_raw():
+            async for raw in stream:
                 events = parser.feed(raw)
                 if events:
                     yield events

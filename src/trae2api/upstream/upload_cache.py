@@ -1,7 +1,8 @@
 """Where uploaded images are remembered by content digest, so identical bytes go up once (§8).
 
 Owns the implementations of ``imagex.UploadCache``: ``SqliteUploadCache`` (a table in the
-credential store's database file, its own connection) and ``MemoryUploadCache`` (tests, demo).
+credential store's database file, its own connection), ``RedisUploadCache`` (keys that expire,
+shared by replicas; used when ``REDIS_URL`` is set) and ``MemoryUploadCache`` (tests, demo).
 It must not upload anything, and must not touch the credential store's tables or its
 ``user_version``.
 """
@@ -15,11 +16,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import orjson
 
 from trae2api.upstream.imagex import UploadCache, UploadedImage
 
-__all__ = ["MemoryUploadCache", "SqliteUploadCache", "UploadCache"]
+__all__ = ["MemoryUploadCache", "RedisUploadCache", "SqliteUploadCache", "UploadCache"]
 
 _T = TypeVar("_T")
 
@@ -60,6 +63,45 @@ class MemoryUploadCache:
 
     async def close(self) -> None:
         self._entries.clear()
+
+
+class RedisUploadCache:
+    """An ``UploadCache`` in Redis: one JSON value per image under ``<prefix>upload:<sha256>``,
+    expiring with the entry (a lost entry only costs a second upload)."""
+
+    def __init__(
+        self, url: str, *, prefix: str = "trae2api:", clock: Callable[[], float] = time.time
+    ) -> None:
+        # Imported here: redis is an optional extra, needed only when REDIS_URL is set.
+        import redis.asyncio as redis
+
+        self._redis: Any = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+        self._prefix = f"{prefix}upload:"
+        self._clock = clock
+
+    async def get(self, sha256: str) -> UploadedImage | None:
+        raw = await self._redis.get(self._prefix + sha256)
+        if raw is None:
+            return None
+        return UploadedImage(**orjson.loads(raw))
+
+    async def put(self, sha256: str, image: UploadedImage, expires_at: float) -> None:
+        ttl_ms = round((expires_at - self._clock()) * 1000)
+        if ttl_ms <= 0:
+            return
+        value = orjson.dumps(
+            {
+                "uri": image.uri,
+                "width": image.width,
+                "height": image.height,
+                "format": image.format,
+                "md5": image.md5,
+            }
+        )
+        await self._redis.set(self._prefix + sha256, value, px=ttl_ms)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
 
 
 class SqliteUploadCache:

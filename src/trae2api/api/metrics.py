@@ -1,0 +1,20 @@
+"""``GET /metrics``: Prometheus text format, without a key (``METRICS_ENABLED=false`` removes it).
+
+It exposes counts, timings and key names only; keep the port private or scrape it through a
+proxy if even those should not be public.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from trae2api.metrics import CONTENT_TYPE, Metrics
+
+router = APIRouter()
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    registry: Metrics = request.app.state.metrics
+    return Response(registry.render(), media_type=CONTENT_TYPE)
