@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import CLIENT_KEY, Gateway, wait_for
-from trae2api.metrics import Metrics
+from trae2api.status.metrics import Metrics
 from trae2api.testing import SimulatedTrae
 
 

@@ -39,11 +39,11 @@ from trae2api.dialect import AgentDialect, Dialect, LegacyDialect
 from trae2api.errors import ApiError, ConfigError
 from trae2api.imagefetch import ImageFetcher
 from trae2api.log import secrets_registry
-from trae2api.metrics import MeteredExchanger, Metrics
 from trae2api.models import AliasTable, ModelCatalog, fetch_model_configs
 from trae2api.shutdown import Drain
 from trae2api.sigv4 import region_from_host
 from trae2api.status.health import UpstreamHealth
+from trae2api.status.metrics import MeteredExchanger, Metrics
 from trae2api.upstream.agent_client import AgentClient
 from trae2api.upstream.client import TraeClient, UpstreamIdentity
 from trae2api.upstream.exchange import TokenExchanger

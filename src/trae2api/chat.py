@@ -29,11 +29,11 @@ from trae2api.errors import (
     from_business_code,
 )
 from trae2api.events import Delta, Failure, Finished, Item, interpret
-from trae2api.metrics import Metrics
 from trae2api.render import ChunkRenderer, completion_body, error_event
 from trae2api.shutdown import SHUTDOWN_MESSAGE, Drain, ShuttingDown
 from trae2api.sse import DONE
 from trae2api.status.health import UpstreamHealth
+from trae2api.status.metrics import Metrics
 from trae2api.translate import ChatRequest
 
 log = structlog.get_logger(__name__)

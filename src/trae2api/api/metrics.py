@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from trae2api.metrics import CONTENT_TYPE, Metrics
+from trae2api.status.metrics import CONTENT_TYPE, Metrics
 
 router = APIRouter()
 

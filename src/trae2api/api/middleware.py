@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trae2api.api.security import CLIENT_SCOPE_KEY
 from trae2api.errors import PayloadTooLarge
-from trae2api.metrics import NO_LABEL, Metrics
+from trae2api.status.metrics import NO_LABEL, Metrics
 
 log = structlog.get_logger("trae2api.access")
 # The chat route leaves the requested model here, for the metrics.
