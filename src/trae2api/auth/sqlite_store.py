@@ -6,13 +6,11 @@ to refresh or wait for the lock (``auth.manager``, ``auth.refresh_lock``).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +19,7 @@ import orjson
 from trae2api.auth.credentials import Credentials, DeviceIdentity
 from trae2api.auth.store import StoredAccount
 from trae2api.errors import ConfigError
+from trae2api.sqlite_file import SqliteFile
 
 _T = TypeVar("_T")
 
@@ -66,15 +65,16 @@ class SqliteStore:
     """
 
     def __init__(self, path: Path, *, busy_timeout: float = 10.0) -> None:
-        self._path = path
-        self._busy_timeout = busy_timeout
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        self._closed = False
+        self._file = SqliteFile(
+            path,
+            setup=partial(_setup, path=path),
+            busy_timeout=busy_timeout,
+            name="credential store",
+        )
 
     @property
     def path(self) -> Path:
-        return self._path
+        return self._file.path
 
     async def load(self) -> StoredAccount | None:
         return await self._run(_load)
@@ -102,60 +102,17 @@ class SqliteStore:
         await self._run(lambda conn: _transaction(conn, lambda: conn.execute(sql, (owner,))))
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._close)
+        await self._file.close()
 
     async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        # If the awaiting task is cancelled the thread still finishes: a started write completes.
-        return await asyncio.to_thread(self._locked, fn)
-
-    def _locked(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("the credential store is closed")
-            if self._conn is None:
-                self._conn = self._open()
-            return fn(self._conn)
-
-    def _open(self) -> sqlite3.Connection:
-        _prepare_file(self._path)
-        conn = sqlite3.connect(
-            self._path,
-            timeout=self._busy_timeout,
-            isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
-            check_same_thread=False,
-        )
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            # FULL: a COMMIT is fsynced before it returns, which is the durability protocol §2
-            # demands of the rotated refresh token.
-            conn.execute("PRAGMA synchronous=FULL")
-            _migrate(conn, self._path)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _close(self) -> None:
-        with self._lock:
-            self._closed = True
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        return await self._file.run(fn)
 
 
-def _prepare_file(path: Path) -> None:
-    """Create the parent directory (0700) and the file (0600) before sqlite touches them."""
-    parent = path.parent
-    if not parent.exists():
-        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(parent, 0o700)  # mkdir's mode is filtered by the umask
-    # Creating the file ourselves means it never exists with wider permissions; SQLite gives
-    # its -wal and -shm files the same mode as the database file.
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
+def _setup(conn: sqlite3.Connection, *, path: Path) -> None:
+    # FULL: a COMMIT is fsynced before it returns, which is the durability protocol §2 demands
+    # of the rotated refresh token.
+    conn.execute("PRAGMA synchronous=FULL")
+    _migrate(conn, path)
 
 
 def _transaction(conn: sqlite3.Connection, fn: Callable[[], _T]) -> _T:

@@ -9,10 +9,7 @@ It must not upload anything, and must not touch the credential store's tables or
 
 from __future__ import annotations
 
-import asyncio
-import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +17,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from trae2api.sqlite_file import SqliteFile
 from trae2api.upstream.imagex import UploadCache, UploadedImage
 
 __all__ = ["MemoryUploadCache", "RedisUploadCache", "SqliteUploadCache", "UploadCache"]
@@ -118,16 +116,12 @@ class SqliteUploadCache:
         busy_timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._path = path
-        self._busy_timeout = busy_timeout
+        self._file = SqliteFile(path, setup=_setup, busy_timeout=busy_timeout, name="upload cache")
         self._clock = clock
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        self._closed = False
 
     @property
     def path(self) -> Path:
-        return self._path
+        return self._file.path
 
     async def get(self, sha256: str) -> UploadedImage | None:
         now = self._clock()
@@ -138,52 +132,14 @@ class SqliteUploadCache:
         await self._run(lambda conn: _put(conn, sha256, image, expires_at, now))
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._close)
+        await self._file.close()
 
     async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        return await asyncio.to_thread(self._locked, fn)
-
-    def _locked(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("the upload cache is closed")
-            if self._conn is None:
-                self._conn = self._open()
-            return fn(self._conn)
-
-    def _open(self) -> sqlite3.Connection:
-        _prepare_file(self._path)
-        conn = sqlite3.connect(
-            self._path,
-            timeout=self._busy_timeout,
-            isolation_level=None,  # autocommit: every statement below is its own transaction
-            check_same_thread=False,
-        )
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(_SCHEMA)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _close(self) -> None:
-        with self._lock:
-            self._closed = True
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        return await self._file.run(fn)
 
 
-def _prepare_file(path: Path) -> None:
-    """Create the parent directory (0700) and the file (0600) before sqlite touches them."""
-    if not path.parent.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
+def _setup(conn: sqlite3.Connection) -> None:
+    conn.execute(_SCHEMA)
 
 
 def _get(conn: sqlite3.Connection, sha256: str, now: float) -> UploadedImage | None:
