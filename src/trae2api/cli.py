@@ -169,6 +169,9 @@ async def _run_servers(settings: Settings, *extra: Any) -> None:
         log_level=settings.log_level.lower(),
         access_log=False,
         server_header=False,
+        # Longer than clients' idle pools (httpx and the openai SDK keep 5 s): the client, not
+        # the server, closes an idle connection, so a request never meets a closing socket.
+        timeout_keep_alive=65,
         # Streams are ended in-band at SHUTDOWN_GRACE; uvicorn cancels what is left later.
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace) + 5,
     )
