@@ -13,9 +13,7 @@ import http.server
 import ipaddress
 import socket
 import ssl
-import struct
 import threading
-import zlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
+from pngkit import png
 from trae2api.errors import ApiError, InvalidRequest, PayloadTooLarge
 from trae2api.imagefetch import (
     ImageFetcher,
@@ -34,23 +33,6 @@ from trae2api.imagefetch import (
 )
 
 MAX_BYTES = 100_000
-
-
-def png(width: int, height: int) -> bytes:
-    """A complete grey-scale PNG: signature, IHDR, one IDAT of zero rows, IEND."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    rows = b"".join(b"\x00" + bytes(width) for _ in range(height))
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
 
 
 PNG = png(7, 5)

@@ -5,31 +5,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
-import zlib
 
 import pytest
 
+from pngkit import png
 from trae2api.errors import InvalidRequest, PayloadTooLarge
 from trae2api.images import ImageData, decode_data_url, inspect_image
 
 LIMIT = 1 << 20
-
-
-def png(width: int, height: int) -> bytes:
-    """A complete grey-scale PNG: signature, IHDR, one IDAT of zero rows, IEND."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    rows = b"".join(b"\x00" + bytes(width) for _ in range(height))
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
 
 
 def segment(marker: int, body: bytes) -> bytes:

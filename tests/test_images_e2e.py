@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import random
 import re
 import socket
 import ssl
-import struct
 import threading
-import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,27 +18,15 @@ import pytest
 import trustme
 
 from conftest import Gateway
+from pngkit import png as _png
 from trae2api.testing import SimulatedTrae
 
 pytestmark = pytest.mark.timeout(30)
 
 
 def png(width: int, height: int, seed: int = 0) -> bytes:
-    """A real RGB PNG of the given size, of noise (so it does not compress away)."""
-    noise = random.Random(seed)
-    rows = b"".join(b"\x00" + noise.randbytes(width * 3) for _ in range(height))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
+    """A PNG of noise, so size limits are about real bytes."""
+    return _png(width, height, seed, noise=True)
 
 
 def data_url(image: bytes) -> str:

@@ -8,8 +8,6 @@ import os
 import socket
 import sqlite3
 import stat
-import struct
-import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from pngkit import png as png_bytes
 from trae2api.auth.credentials import DeviceIdentity
 from trae2api.auth.sqlite_store import SqliteStore
 from trae2api.errors import UpstreamError, UpstreamRejected, UpstreamUnavailable
@@ -31,19 +30,8 @@ MAX_BYTES = 1 << 20
 
 
 def png(width: int, height: int, seed: int = 0) -> ImageData:
-    """A valid RGB PNG built by hand (zlib + struct), distinct per ``seed``."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    rows = b"".join(
-        b"\x00" + bytes((seed + x) % 256 for x in range(width * 3)) for _ in range(height)
-    )
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-    data += chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
-    return inspect_image(data, max_bytes=MAX_BYTES)
+    """A valid RGB PNG as ImageData, distinct per ``seed``."""
+    return inspect_image(png_bytes(width, height, seed), max_bytes=MAX_BYTES)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import httpx
 import orjson
 import pytest
 
+from pngkit import png as make_png
 from test_simulated_agent import AGENT_CHAT, agent_headers, text
 from test_simulated_upstream import CHAT, answer, chat_body, ide_headers, parse_sse
 from trae2api.testing import SimulatedTrae
@@ -63,25 +64,6 @@ def cred(sim: SimulatedTrae, client: httpx.Client, token: str) -> Body:
     assert response.status_code == 200
     data: Body = response.json()["data"]
     return data
-
-
-def make_png(width: int, height: int, shade: int = 0) -> bytes:
-    """A real RGB PNG of the given size (rows of filter byte 0, one colour)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    rows = b"".join(b"\x00" + bytes([shade, 100, 200]) * width for _ in range(height))
-    signature = b"\x89PNG\r\n\x1a\n"
-    return (
-        signature
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
 
 
 # -- an independent SigV4 signer (never shares code with the sim's verifier or the gateway) ----
