@@ -37,4 +37,7 @@ USER trae2api
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD python -c "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:${PORT:-17080}/healthz', timeout=4).status == 200 else 1)"
 
+# As PID 1, `serve` supervises itself (as `serve --supervise` does): a small PID 1 runs the
+# gateway as its child, passes signals on and stays until any credential rotation the gateway
+# started has stored the new token, which a PID 1 gateway's death would otherwise kill.
 CMD ["trae2api", "serve"]

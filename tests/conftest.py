@@ -169,11 +169,12 @@ class GatewayProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, *args: str) -> GatewayProcess:
+    def start(self, *args: str, prefix: tuple[str, ...] = ()) -> GatewayProcess:
+        """Start ``trae2api serve ARGS``, run by the command ``prefix`` if one is given."""
         env = {**os.environ, **self.env, "PORT": str(self.port), "LOG_FORMAT": "json"}
         self.log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "trae2api", "serve", "--env-file", "/dev/null", *args],
+            [*prefix, sys.executable, "-m", "trae2api", "serve", "--env-file", "/dev/null", *args],
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,

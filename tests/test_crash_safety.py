@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import openai
 import pytest
 
-from conftest import REDIS_TEST_URL
+from conftest import (
+    CLIENT_KEY,
+    REDIS_TEST_URL,
+    GatewayProcess,
+    free_port,
+    gateway_env,
+    wait_for,
+)
 from crashloop import CrashReport, crash_loop, redis_reader, sqlite_reader
 from trae2api.testing import SimulatedTrae
 
@@ -44,7 +55,7 @@ def redis_loop(sim: SimulatedTrae, work_dir: Path, prefix: str) -> CrashReport:
 def test_random_kills_lose_no_token_with_sqlite_or_redis(
     sim: SimulatedTrae, tmp_path: Path, redis_prefix: str
 ) -> None:
-    """Both stores, side by side: every kill leaves the newest token stored, or hit the window."""
+    """Both stores, side by side: after every kill the store settles on the newest token."""
     (tmp_path / "sqlite").mkdir()
     (tmp_path / "redis").mkdir()
     with SimulatedTrae() as second_sim, ThreadPoolExecutor(max_workers=2) as pool:
@@ -56,6 +67,51 @@ def test_random_kills_lose_no_token_with_sqlite_or_redis(
     for report in reports:
         assert report.problems == []
         assert report.lost == 0
+        assert report.window_hits == 0
         assert report.kills == report.chats_ok == KILLS
         assert report.exchanges > KILLS  # background refreshes ran, not only start-ups
         assert report.persist_ms, "no refresh was logged"
+
+
+@pytest.mark.timeout(60)
+def test_gateway_killed_while_trae_holds_the_answer_still_stores_it(
+    sim: SimulatedTrae, tmp_path: Path
+) -> None:
+    """SIGKILL after Trae burnt the token: the rotation process stores the new one anyway."""
+    read_store = sqlite_reader(tmp_path / "data")
+    gateway = GatewayProcess(
+        env=gateway_env(sim, tmp_path / "data"),
+        port=free_port(),
+        log_path=tmp_path / "gateway.log",
+    ).start()
+    assert wait_for(lambda: sim.control.stats()["exchanges_ok"] == 1, timeout=10)
+    sim.control.configure(exchange_delay=2.0)
+    sim.control.expire_access()
+    asking = threading.Thread(target=_ask_quietly, args=(gateway.url,), daemon=True)
+    asking.start()
+    assert wait_for(lambda: sim.control.stats()["exchanges_ok"] == 2, timeout=10)  # burnt
+    assert read_store()[0] == 1  # the answer is still held by the simulator
+    gateway.stop(signal.SIGKILL)
+    sim.control.configure(exchange_delay=0)
+    newest = sim.control.stats()["current_refresh_token"]
+    assert wait_for(lambda: read_store() == (2, newest), timeout=10)
+    assert '"credentials.rotated_without_gateway"' in (tmp_path / "gateway.log").read_text()
+    gateway.start()
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0) as client:
+        reply = client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "after the kill"}]
+        )
+    gateway.stop()
+    assert "You said: after the kill" in (reply.choices[0].message.content or "")
+    stats = sim.control.stats()
+    assert (stats["exchanges_ok"], stats["exchanges_rejected"]) == (2, 0)
+
+
+def _ask_quietly(url: str) -> None:
+    with (
+        contextlib.suppress(openai.APIError),
+        openai.OpenAI(base_url=f"{url}/v1", api_key=CLIENT_KEY, max_retries=0) as client,
+    ):
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "doomed"}]
+        )

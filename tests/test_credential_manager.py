@@ -11,6 +11,7 @@ from structlog.testing import capture_logs
 
 from trae2api.auth.credentials import ExchangeResult
 from trae2api.auth.manager import REAUTH_MESSAGE, CredentialManager
+from trae2api.auth.rotation import InlineRotator
 from trae2api.auth.sqlite_store import SqliteStore
 from trae2api.errors import ReauthRequired, UpstreamUnavailable
 
@@ -118,7 +119,7 @@ class Harness:
         self.stores.append(store)
         mgr = CredentialManager(
             store=store,
-            exchanger=self.exchanger,
+            rotator=InlineRotator(self.exchanger, store),
             seed_refresh_token=seed,
             clock=self.clock,
             reauth_grace=0.2,

@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from trae2api.auth.credentials import ExchangeResult
-from trae2api.errors import ReauthRequired, UpstreamUnavailable
+from trae2api.errors import ApiError, ReauthRequired, UpstreamUnavailable
+from trae2api.upstream.client import http_error
 from trae2api.upstream.exchange import (
     DEFAULT_ACCESS_LIFETIME,
     TokenExchanger,
@@ -97,37 +98,63 @@ def test_success(name: str, status: int, body: bytes, expected: ExchangeResult) 
     assert parse_exchange_response(status, body, NOW) == expected
 
 
-FAILURE: list[tuple[str, int, bytes, type[Exception], str]] = [
-    ("400 invalid client", 400, err("10101", "Invalid client."), ReauthRequired, "10101"),
-    ("401", 401, err("x", "expired"), ReauthRequired, "expired"),
-    ("403 not json", 403, b"<html>forbidden</html>", ReauthRequired, "HTTP 403"),
-    ("4xx empty body", 400, b"", ReauthRequired, "HTTP 400"),
-    ("lowercase error keys", 400, b'{"error":{"code":1,"msg":"used"}}', ReauthRequired, "used"),
-    ("429 is transient", 429, err("x", "slow down"), UpstreamUnavailable, "slow down"),
-    ("408 is transient", 408, b"", UpstreamUnavailable, "HTTP 408"),
-    ("500", 500, err("InternalError", "boom"), UpstreamUnavailable, "boom"),
-    ("503 not json", 503, b"Service Unavailable", UpstreamUnavailable, "HTTP 503"),
-    ("302", 302, b"", UpstreamUnavailable, "HTTP 302"),
-    ("200 without token", 200, ok({"RefreshToken": "rt2"}), UpstreamUnavailable, "Result.Token"),
-    ("200 without result", 200, err("E", "nope"), UpstreamUnavailable, "nope"),
-    ("200 not json", 200, b"<html>", UpstreamUnavailable, "not JSON"),
-    ("200 json list", 200, b"[1,2]", UpstreamUnavailable, "Result.Token"),
-    ("200 empty token", 200, ok({"Token": ""}), UpstreamUnavailable, "Result.Token"),
-    ("200 result not a dict", 200, ok("tok"), UpstreamUnavailable, "Result.Token"),
+# What a client sees (HTTP status, error code) for each kind of failed exchange.
+REAUTH = (ReauthRequired, 503, "reauth_required")
+# The status and code chat uses for an unusable upstream answer (``client.http_error``).
+UNAVAILABLE = (UpstreamUnavailable, 502, "upstream_unavailable")
+Expected = tuple[type[ApiError], int, str]
+
+FAILURE: list[tuple[str, int, bytes, Expected, str]] = [
+    ("400 invalid client", 400, err("10101", "Invalid client."), REAUTH, "10101"),
+    ("401", 401, err("x", "expired"), REAUTH, "expired"),
+    ("403 not json", 403, b"<html>forbidden</html>", REAUTH, "HTTP 403"),
+    ("4xx empty body", 400, b"", REAUTH, "HTTP 400"),
+    ("lowercase error keys", 400, b'{"error":{"code":1,"msg":"used"}}', REAUTH, "used"),
+    ("429 is transient", 429, err("x", "slow down"), UNAVAILABLE, "slow down"),
+    ("408 is transient", 408, b"", UNAVAILABLE, "HTTP 408"),
+    ("500", 500, err("InternalError", "boom"), UNAVAILABLE, "boom"),
+    ("502 html", 502, b"<html>Bad Gateway</html>", UNAVAILABLE, "HTTP 502"),
+    ("503 not json", 503, b"Service Unavailable", UNAVAILABLE, "HTTP 503"),
+    ("302", 302, b"", UNAVAILABLE, "HTTP 302"),
+    ("101 odd status", 101, b"", UNAVAILABLE, "HTTP 101"),
+    ("200 without token", 200, ok({"RefreshToken": "rt2"}), UNAVAILABLE, "Result.Token"),
+    ("200 without result", 200, err("E", "nope"), UNAVAILABLE, "nope"),
+    ("200 not json", 200, b"<html>", UNAVAILABLE, "not JSON"),
+    ("200 json list", 200, b"[1,2]", UNAVAILABLE, "Result.Token"),
+    ("200 empty token", 200, ok({"Token": ""}), UNAVAILABLE, "Result.Token"),
+    ("200 result not a dict", 200, ok("tok"), UNAVAILABLE, "Result.Token"),
+    ("204 empty", 204, b"", UNAVAILABLE, "not JSON"),
 ]
 
 
 @pytest.mark.parametrize(
-    ("name", "status", "body", "exc_type", "fragment"), FAILURE, ids=[c[0] for c in FAILURE]
+    ("name", "status", "body", "expected", "fragment"), FAILURE, ids=[c[0] for c in FAILURE]
 )
-def test_failure(
-    name: str, status: int, body: bytes, exc_type: type[Exception], fragment: str
-) -> None:
-    """Failures raise the mapped error, naming the upstream code or message."""
+def test_failure(name: str, status: int, body: bytes, expected: Expected, fragment: str) -> None:
+    """Failures raise the mapped error with the client-facing status and code, naming the
+    upstream code or message."""
+    exc_type, client_status, code = expected
     with pytest.raises(exc_type) as info:
         parse_exchange_response(status, body, NOW)
     assert type(info.value) is exc_type
+    assert (info.value.status, info.value.code) == (client_status, code)
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_exchange_5xx_looks_like_chat_5xx(status: int) -> None:
+    """A 5xx from the exchange reaches clients exactly as a 5xx from chat does."""
+    chat = http_error(status, b"<html>oops</html>", httpx.Headers())
+    with pytest.raises(UpstreamUnavailable) as info:
+        parse_exchange_response(status, b"<html>oops</html>", NOW)
+    exchange = info.value
+    assert isinstance(chat, UpstreamUnavailable)
+    assert (exchange.status, exchange.code, exchange.retryable) == (
+        chat.status,
+        chat.code,
+        chat.retryable,
+    )
+    assert exchange.headers() == chat.headers()
 
 
 def test_error_text_never_holds_the_presented_token() -> None:
@@ -177,13 +204,30 @@ async def test_exchanger_sends_pascal_case_body() -> None:
     }
 
 
-async def test_exchanger_maps_transport_errors() -> None:
-    """A connection failure becomes UpstreamUnavailable."""
+TRANSPORT: list[tuple[str, Exception, int, str]] = [
+    ("refused", httpx.ConnectError("refused"), 502, "upstream_unreachable"),
+    ("reset", httpx.ReadError("reset"), 502, "upstream_unreachable"),
+    ("protocol garbage", httpx.RemoteProtocolError("garbage"), 502, "upstream_unreachable"),
+    ("read timeout", httpx.ReadTimeout("slow"), 504, "upstream_timeout"),
+    ("connect timeout", httpx.ConnectTimeout("slow"), 504, "upstream_timeout"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "failure", "status", "code"), TRANSPORT, ids=[c[0] for c in TRANSPORT]
+)
+async def test_exchanger_maps_transport_errors(
+    name: str, failure: Exception, status: int, code: str
+) -> None:
+    """A transport failure becomes UpstreamUnavailable with the status and code chat uses
+    for the same failure (``upstream.transport``)."""
 
     def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused", request=request)
+        raise failure
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
         exchanger = TokenExchanger(http, base_url="https://x.test", client_id="c", user_id="u")
-        with pytest.raises(UpstreamUnavailable):
+        with pytest.raises(UpstreamUnavailable) as info:
             await exchanger.exchange("rt1")
+    assert (info.value.status, info.value.code) == (status, code)
+    assert "rt1" not in str(info.value)

@@ -144,11 +144,12 @@ def test_refused_connections(
     expect(outcome, error(502, "upstream_unreachable"), f"refused-{request.node.callspec.id}")
 
 
+# The same status and code as the same fault on the chat call (CASES above).
 EXCHANGE_CASES = [
-    ("http 500", error(502, "upstream_error")),
-    ("http 503", error(502, "upstream_error")),
+    ("http 500", error(502, "upstream_unavailable")),
+    ("http 503", error(502, "upstream_unavailable")),
     ("reset", error(502, "upstream_unreachable")),
-    ("garbage-json", error(502, "upstream_error")),
+    ("garbage-json", error(502, "upstream_unavailable")),
     ("stall 5", error(504, "upstream_timeout")),
 ]
 

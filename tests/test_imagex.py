@@ -8,13 +8,14 @@ import os
 import socket
 import sqlite3
 import stat
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+import simkit
 from pngkit import png as png_bytes
 from trae2api.auth.credentials import DeviceIdentity
 from trae2api.auth.sqlite_store import SqliteStore
@@ -22,7 +23,8 @@ from trae2api.errors import UpstreamError, UpstreamRejected, UpstreamUnavailable
 from trae2api.images import ImageData, inspect_image
 from trae2api.testing import SimulatedTrae
 from trae2api.upstream.client import TraeClient, UpstreamIdentity
-from trae2api.upstream.imagex import STEP_COMMIT, ImageUploader, UploadedImage
+from trae2api.upstream.imagex import ImageUploader
+from trae2api.upstream.upload_answers import STEP_COMMIT, UploadedImage
 from trae2api.upstream.upload_cache import MemoryUploadCache, SqliteUploadCache, UploadCache
 
 DEVICE = DeviceIdentity.generate()
@@ -34,21 +36,7 @@ def png(width: int, height: int, seed: int = 0) -> ImageData:
     return inspect_image(png_bytes(width, height, seed), max_bytes=MAX_BYTES)
 
 
-@pytest.fixture(scope="module")
-def shared_sim() -> Iterator[SimulatedTrae]:
-    with SimulatedTrae() as running:
-        yield running
-
-
-@pytest.fixture
-def sim(shared_sim: SimulatedTrae) -> SimulatedTrae:
-    shared_sim.state.reset()
-    return shared_sim
-
-
-@pytest.fixture
-def token(sim: SimulatedTrae) -> str:
-    return sim.state.mint_access_token()
+shared_sim, sim, token = simkit.sim_fixtures()
 
 
 @pytest.fixture

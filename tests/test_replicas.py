@@ -1,4 +1,4 @@
-"""Three gateway processes sharing one Redis: one exchange for all, and a killed lock holder."""
+"""Three gateway processes sharing one Redis: one exchange for all, and killed lock holders."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
+import psutil
 import pytest
 import redis
 
@@ -94,23 +95,55 @@ def test_replicas_starting_together_and_sixty_requests_share_one_exchange(
     assert redis_reader(REDIS_TEST_URL, redis_prefix)() == (2, stats["current_refresh_token"])
 
 
-def test_killing_the_lock_holder_mid_exchange_costs_the_account_and_nothing_more(
-    sim: SimulatedTrae, replicas: Any, redis_prefix: str
-) -> None:
-    """SIGKILL of the holder after Trae burnt the token: survivors wait out the lock and ask
-    for a re-login; no replica writes over the store or presents the token during the lock."""
-    group = replicas(3)
+def _holder_mid_exchange(sim: SimulatedTrae, group: list[GatewayProcess], prefix: str) -> Any:
+    """Expire the tokens and return the replica that holds the lock once Trae burnt the token."""
     assert wait_for(lambda: sim.control.stats()["exchanges_ok"] == 1, timeout=10)
-    sim.control.configure(exchange_delay=30)
+    assert wait_for(lambda: lock_owner(prefix) is None, timeout=10)  # the first login is stored
+    sim.control.configure(exchange_delay=3)
     sim.control.expire_access()
     doomed = threading.Thread(target=_ask_quietly, args=(group[0].url,), daemon=True)
     doomed.start()
-    assert wait_for(lambda: lock_owner(redis_prefix) is not None, timeout=10)
-    owner = lock_owner(redis_prefix)
+    assert wait_for(lambda: lock_owner(prefix) is not None, timeout=10)
+    owner = lock_owner(prefix)
     assert owner is not None
+    # Usually group[0], but a replica still warming up (its model list answered 401) may win.
     holder = next(g for g in group if g.process and str(g.process.pid) == owner.split(":")[1])
-    assert holder is group[0]
     assert wait_for(lambda: sim.control.stats()["exchanges_ok"] == 2)  # burnt, answer pending
+    return holder
+
+
+def test_killing_the_lock_holder_mid_exchange_loses_nothing(
+    sim: SimulatedTrae, replicas: Any, redis_prefix: str
+) -> None:
+    """SIGKILL of the holder after Trae burnt the token: its rotation process stores the new
+    token, the survivors adopt it, and nobody presents the burnt one."""
+    group = replicas(3)
+    holder = _holder_mid_exchange(sim, group, redis_prefix)
+    holder.stop(signal.SIGKILL)
+    survivors = [g for g in group if g is not holder]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(pool.map(_outcome, [g.url for g in survivors]))
+    assert outcomes == [(200, None)] * 2
+    stats = sim.control.stats()
+    assert (stats["exchanges_ok"], stats["exchanges_rejected"]) == (2, 0)
+    assert redis_reader(REDIS_TEST_URL, redis_prefix)() == (2, stats["current_refresh_token"])
+
+
+def test_host_death_mid_exchange_costs_the_account_and_nothing_more(
+    sim: SimulatedTrae, replicas: Any, redis_prefix: str
+) -> None:
+    """The holder and its rotation process both killed (the host dies) after Trae burnt the
+    token: survivors wait out the lock and ask for a re-login; nobody overwrites the store."""
+    group = replicas(3)
+    holder = _holder_mid_exchange(sim, group, redis_prefix)
+    assert holder.process is not None
+    rotation = [
+        child
+        for child in psutil.Process(holder.process.pid).children()
+        if "trae2api.rotator" in " ".join(child.cmdline())
+    ]
+    assert len(rotation) == 1
+    rotation[0].kill()
     holder.stop(signal.SIGKILL)
     killed_at = time.monotonic()
     sim.control.configure(exchange_delay=0)
@@ -124,7 +157,7 @@ def test_killing_the_lock_holder_mid_exchange_costs_the_account_and_nothing_more
     assert time.monotonic() - killed_at < LOCK_TTL + 10
     version, stored = redis_reader(REDIS_TEST_URL, redis_prefix)()
     assert version == 1  # the store still holds the last durable token: not overwritten
-    assert stored != stats["current_refresh_token"]  # the newest died with the holder
+    assert stored != stats["current_refresh_token"]  # the newest died with the host
 
 
 def _ask_quietly(url: str) -> None:

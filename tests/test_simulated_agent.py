@@ -4,71 +4,24 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 
-from test_simulated_upstream import CHAT, chat_body, ide_headers, parse_sse
+import simkit
+from simkit import AGENT_CHAT, CHAT, Body, agent_headers, chat_body, ide_headers, parse_sse, text
 from trae2api.testing import SimState, SimulatedTrae
 
 CATALOGUE = "/api/ide/v1/get_detail_param"
-AGENT_CHAT = "/api/agent/v3/llm_utils_chat"
 PRODUCT_APP_ID = "6eefa01c-1036-4c7e-9ca5-d891f63bfcd8"
 WEATHER_SCHEMA = '{"type": "object", "properties": {"city": {"type": "string"}}}'
-Body = dict[str, Any]
 
 
-@pytest.fixture(scope="module")
-def shared_sim() -> Iterator[SimulatedTrae]:
-    with SimulatedTrae() as running:
-        yield running
-
-
-@pytest.fixture
-def sim(shared_sim: SimulatedTrae) -> SimulatedTrae:
-    shared_sim.state.reset()
-    return shared_sim
-
-
-@pytest.fixture(scope="module")
-def shared_client(shared_sim: SimulatedTrae) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=shared_sim.url, timeout=10.0) as http:
-        yield http
-
-
-@pytest.fixture
-def client(sim: SimulatedTrae, shared_client: httpx.Client) -> httpx.Client:
-    return shared_client
-
-
-@pytest.fixture
-def token(sim: SimulatedTrae) -> str:
-    return sim.state.mint_access_token()
-
-
-def agent_headers(sim: SimulatedTrae, token: str, request_id: str = "req-1") -> dict[str, str]:
-    return {
-        "authorization": f"Cloud-IDE-JWT {token}",
-        "x-cloudide-token": token,
-        "x-ide-token": token,
-        "x-app-id": sim.account.app_id,
-        "x-ide-version": "3.0.0",
-        "x-ide-version-code": "20260811",
-        "x-app-version-code": "20260811",
-        "x-ide-version-type": "stable",
-        "x-request-id": request_id,
-        "x-uid": sim.account.user_id,
-        "x-device-id": "7311234567890123456",
-        "x-machine-id": "a" * 64,
-        "x-device-cpu": "Intel",
-        "x-device-brand": "Dell Inc.",
-        "x-device-type": "windows",
-        "content-type": "application/json",
-        "accept": "text/event-stream",
-    }
+shared_sim, sim, token = simkit.sim_fixtures()
+shared_client, client = simkit.client_fixtures()
 
 
 def catalogue_body(function: str = "chat_v3") -> Body:
@@ -81,10 +34,6 @@ def catalogue_body(function: str = "chat_v3") -> Body:
         "mode_type": None,
         "agent_type": None,
     }
-
-
-def text(value: str) -> list[dict[str, str]]:
-    return [{"type": "text", "text": value}]
 
 
 def user(value: str) -> Body:

@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import struct
 import zlib
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -16,9 +15,19 @@ import httpx
 import orjson
 import pytest
 
+import simkit
 from pngkit import png as make_png
-from test_simulated_agent import AGENT_CHAT, agent_headers, text
-from test_simulated_upstream import CHAT, answer, chat_body, ide_headers, parse_sse
+from simkit import (
+    AGENT_CHAT,
+    CHAT,
+    Body,
+    agent_headers,
+    answer,
+    chat_body,
+    ide_headers,
+    parse_sse,
+    text,
+)
 from trae2api.testing import SimulatedTrae
 from trae2api.testing.image_info import image_info
 from trae2api.testing.sigv4_verify import canonical_request, compute_signature
@@ -27,35 +36,10 @@ TOKEN_PATH = "/api/ide/v1/get_upload_token"
 REGION = "ap-singapore-1"
 SERVICE = "imagex"
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-Body = dict[str, Any]
 
 
-@pytest.fixture(scope="module")
-def shared_sim() -> Iterator[SimulatedTrae]:
-    with SimulatedTrae() as running:
-        yield running
-
-
-@pytest.fixture
-def sim(shared_sim: SimulatedTrae) -> SimulatedTrae:
-    shared_sim.state.reset()
-    return shared_sim
-
-
-@pytest.fixture(scope="module")
-def shared_client(shared_sim: SimulatedTrae) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=shared_sim.url, timeout=10.0) as http:
-        yield http
-
-
-@pytest.fixture
-def client(sim: SimulatedTrae, shared_client: httpx.Client) -> httpx.Client:
-    return shared_client
-
-
-@pytest.fixture
-def token(sim: SimulatedTrae) -> str:
-    return sim.state.mint_access_token()
+shared_sim, sim, token = simkit.sim_fixtures()
+shared_client, client = simkit.client_fixtures()
 
 
 @pytest.fixture

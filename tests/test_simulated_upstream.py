@@ -8,50 +8,32 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 
+import simkit
+from simkit import (
+    CHAT,
+    SESSION,
+    VERSION_CODE,
+    answer,
+    chat_body,
+    ide_headers,
+    parse_sse,
+)
 from trae2api.testing import SimState, SimulatedTrae, serve_simulated_trae
 from trae2api.testing.server import bind_socket
 
 EXCHANGE = "/cloudide/api/v3/trae/oauth/ExchangeToken"
-CHAT = "/api/ide/v1/chat"
 MODELS = "/api/ide/v1/model_list"
-VERSION_CODE = "20250325"
-SESSION = "3f1c2a9e-5b7d-5e0f-9c1a-2b3c4d5e6f70"
-MACHINE_ID = "a" * 64
 
 
-@pytest.fixture(scope="module")
-def shared_sim() -> Iterator[SimulatedTrae]:
-    with SimulatedTrae() as running:
-        yield running
-
-
-@pytest.fixture
-def sim(shared_sim: SimulatedTrae) -> SimulatedTrae:
-    shared_sim.state.reset()
-    return shared_sim
-
-
-@pytest.fixture(scope="module")
-def shared_client(shared_sim: SimulatedTrae) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=shared_sim.url, timeout=10.0) as http:
-        yield http
-
-
-@pytest.fixture
-def client(sim: SimulatedTrae, shared_client: httpx.Client) -> httpx.Client:
-    return shared_client
-
-
-@pytest.fixture
-def token(sim: SimulatedTrae) -> str:
-    return sim.state.mint_access_token()
+shared_sim, sim, token = simkit.sim_fixtures()
+shared_client, client = simkit.client_fixtures()
 
 
 def exchange_body(sim: SimulatedTrae, refresh_token: str, **overrides: Any) -> dict[str, Any]:
@@ -65,111 +47,11 @@ def exchange_body(sim: SimulatedTrae, refresh_token: str, **overrides: Any) -> d
     return body
 
 
-def ide_headers(sim: SimulatedTrae, token: str) -> dict[str, str]:
-    return {
-        "x-ide-token": token,
-        "x-app-id": sim.account.app_id,
-        "x-ide-version": "1.2.10",
-        "x-ide-version-code": VERSION_CODE,
-        "x-ide-version-type": "stable",
-        "x-device-id": "7311234567890123456",
-        "x-machine-id": MACHINE_ID,
-        "x-device-cpu": "Intel(R) Core(TM) i7-10700 CPU @ 2.90GHz",
-        "x-device-brand": "Dell Inc.",
-        "x-device-type": "windows",
-        "Content-Type": "application/json",
-        "accept": "*/*",
-    }
-
-
-def chat_variables(last: str, last_is_assistant: bool) -> dict[str, Any]:
-    """The §5 ``variables`` object (before it is encoded into a string)."""
-    return {
-        "language": "",
-        "locale": "en-us",
-        "input": last,
-        "raw_input": last,
-        "version_code": int(VERSION_CODE),
-        "is_inline_chat": False,
-        "is_command": False,
-        "problem": "",
-        "current_filename": "",
-        "is_select_code_before_chat": False,
-        "last_select_time": 0,
-        "last_turn_session": SESSION if last_is_assistant else "",
-        "hash_workspace": False,
-        "hash_file": 0,
-        "hash_code": 0,
-        "use_filepath": True,
-        "current_time": "2025-05-01 10:00:00",
-        "badge_clickable": True,
-        "workspace_path": "/home/user/project",
-        "brand": "Trae",
-        "system_type": "Linux",
-    }
-
-
-def chat_body(messages: list[tuple[str, str]], model: str = "claude3.5") -> dict[str, Any]:
-    """A legacy chat body built exactly per protocol §5 from (role, text) pairs."""
-    *history, (_, last) = messages
-    last_is_assistant = bool(history) and history[-1][0] == "assistant"
-    variables = chat_variables(last, last_is_assistant)
-    body: dict[str, Any] = {
-        "user_input": last,
-        "intent_name": "general_qa_intent",
-        "variables": orjson.dumps(variables).decode(),
-        "context_resolvers": [],
-        "generate_suggested_questions": False,
-        "chat_history": [
-            {
-                "role": role,
-                "content": text,
-                "status": "success",
-                "locale": "en-us",
-                "session_id": SESSION,
-            }
-            for role, text in history
-        ],
-        "session_id": SESSION,
-        "conversation_id": SESSION,
-        "current_turn": len(history),
-        "valid_turns": list(range(len(history))),
-        "multi_media": [],
-        "model_name": model,
-        "is_preset": True,
-        "provider": "",
-    }
-    if last_is_assistant:
-        body["last_llm_response_info"] = {
-            "turn": len(history) - 1,
-            "is_error": False,
-            "response": history[-1][1],
-        }
-    return body
-
-
-def parse_sse(text: str) -> list[tuple[str, Any]]:
-    """Lenient SSE reader (protocol §6): tolerates missing spaces, ids, comments, no blank lines."""
-    events: list[tuple[str, Any]] = []
-    name: str | None = None
-    for line in text.splitlines():
-        if line.startswith("event:"):
-            name = line[len("event:") :].strip()
-        elif line.startswith("data:") and name is not None:
-            events.append((name, orjson.loads(line[len("data:") :].strip())))
-            name = None
-    return events
-
-
 def chat(
     client: httpx.Client, sim: SimulatedTrae, token: str, text: str, model: str = "claude3.5"
 ) -> httpx.Response:
     body = chat_body([("user", text)], model)
     return client.post(CHAT, headers=ide_headers(sim, token), json=body)
-
-
-def answer(events: list[tuple[str, Any]]) -> str:
-    return "".join(data["response"] for name, data in events if name == "output")
 
 
 def names(events: list[tuple[str, Any]]) -> list[str]:

@@ -16,7 +16,7 @@ from trae2api.auth.refresh_lock import RefreshLock
 from trae2api.auth.sqlite_store import SqliteStore
 from trae2api.auth.store import CredentialStore, StoredAccount
 from trae2api.errors import UpstreamUnavailable
-from trae2api.upstream.imagex import UploadedImage
+from trae2api.upstream.upload_answers import UploadedImage
 from trae2api.upstream.upload_cache import RedisUploadCache
 
 StoreFactory = Callable[[], CredentialStore]

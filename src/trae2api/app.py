@@ -31,6 +31,7 @@ from trae2api.api.ratelimit import build_rate_limiter
 from trae2api.api.security import ClientKeys
 from trae2api.attachments import Attachments
 from trae2api.auth.manager import CredentialManager
+from trae2api.auth.rotation import DetachedRotator, RotationSetup
 from trae2api.auth.sqlite_store import SqliteStore
 from trae2api.auth.store import CredentialStore
 from trae2api.chat import ChatService, ChatTuning
@@ -43,10 +44,9 @@ from trae2api.models import AliasTable, ModelCatalog, fetch_model_configs
 from trae2api.shutdown import Drain
 from trae2api.sigv4 import region_from_host
 from trae2api.status.health import UpstreamHealth
-from trae2api.status.metrics import MeteredExchanger, Metrics
+from trae2api.status.metrics import MeteredRotator, Metrics
 from trae2api.upstream.agent_client import AgentClient
 from trae2api.upstream.client import TraeClient, UpstreamIdentity
-from trae2api.upstream.exchange import TokenExchanger
 from trae2api.upstream.imagex import ImageUploader
 from trae2api.upstream.upload_cache import RedisUploadCache, SqliteUploadCache, UploadCache
 
@@ -89,18 +89,9 @@ def build_deps(
         trust_env=False,
     )
     store = open_store(settings)
-    exchanger = MeteredExchanger(
-        TokenExchanger(
-            http,
-            base_url=settings.refresh_token_url,
-            client_id=settings.client_id,
-            user_id=settings.user_id,
-        ),
-        metrics,
-    )
     account = CredentialManager(
         store=store,
-        exchanger=exchanger,
+        rotator=MeteredRotator(DetachedRotator(rotation_setup(settings)), metrics),
         seed_refresh_token=settings.refresh_token.get_secret_value(),
         refresh_margin=settings.refresh_margin,
         refresh_lock_ttl=settings.refresh_lock_ttl,
@@ -201,6 +192,24 @@ def open_store(settings: Settings) -> CredentialStore:
             "REDIS_URL", "needs the redis extra: pip install 'trae2api[redis]'"
         ) from None
     return RedisStore(settings.redis_url, prefix=settings.redis_key_prefix)
+
+
+def rotation_setup(settings: Settings) -> RotationSetup:
+    """What the rotation process (``python -m trae2api.rotator``) needs to reach store and Trae."""
+    return RotationSetup(
+        store="sqlite" if settings.redis_url is None else "redis",
+        exchange_url=settings.refresh_token_url,
+        client_id=settings.client_id,
+        user_id=settings.user_id,
+        sqlite_path=str(settings.data_dir / STORE_FILE),
+        redis_url=settings.redis_url or "",
+        redis_prefix=settings.redis_key_prefix,
+        connect_timeout=settings.upstream_connect_timeout,
+        read_timeout=settings.upstream_read_timeout,
+        lock_ttl=settings.refresh_lock_ttl,
+        log_level=settings.log_level,
+        log_format=settings.log_format,
+    )
 
 
 def _upload_cache(settings: Settings, store_path: Path) -> UploadCache:

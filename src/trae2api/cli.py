@@ -1,4 +1,4 @@
-"""The ``trae2api`` command: ``serve`` (optionally ``--demo``) and ``version``.
+"""The ``trae2api`` command: ``serve`` (optionally ``--demo`` or ``--supervise``) and ``version``.
 
 It turns configuration errors into one readable line and exit status 2, never a traceback.
 """
@@ -17,7 +17,7 @@ import threading
 from collections.abc import Coroutine
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 import uvicorn
@@ -29,6 +29,7 @@ from trae2api.config import Settings, load_settings, require_account, require_sa
 from trae2api.errors import ConfigError
 from trae2api.log import configure_logging
 from trae2api.shutdown import Drain
+from trae2api.supervisor import MARKER
 
 EXIT_CONFIG = 2
 log = structlog.get_logger("trae2api")
@@ -51,15 +52,24 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow a non-loopback HOST without AUTH_TOKEN (anyone who can reach it can use it)",
     )
+    serve.add_argument(
+        "--supervise",
+        action="store_true",
+        help="run the gateway as a child and exit only after any credential rotation it started "
+        "has finished; automatic when running as PID 1, e.g. in a container",
+    )
     commands.add_parser("version", help="print the version")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
     if args.command == "version":
         print(__version__)
         return 0
+    if (args.supervise or os.getpid() == 1) and not os.environ.get(MARKER):
+        _exec_supervisor(argv)
     try:
         return _serve(args)
     except ConfigError as exc:
@@ -67,6 +77,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 0
+
+
+def _exec_supervisor(argv: list[str]) -> NoReturn:
+    """Become ``python -m trae2api.supervisor`` running this same ``serve`` as its child."""
+    serve_args = argv[argv.index("serve") + 1 :]
+    # argparse takes any unambiguous prefix (`--sup`); the child would not supervise again
+    # anyway (MARKER), but its command line stays what the operator meant.
+    serve_args = [arg for arg in serve_args if not (len(arg) > 2 and "--supervise".startswith(arg))]
+    gateway = [sys.executable, "-m", "trae2api", "serve", *serve_args]
+    # exec, not a call: the pid stays (PID 1 stays PID 1) but the gateway's modules, already
+    # imported here, are dropped; the supervisor is resident for the container's whole life.
+    supervisor = [sys.executable, "-m", "trae2api.supervisor", *gateway]
+    os.execv(sys.executable, supervisor)  # noqa: S606 (our own interpreter and module)
 
 
 def _serve(args: argparse.Namespace) -> int:

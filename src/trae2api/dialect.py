@@ -31,7 +31,7 @@ from trae2api.translate import (
 )
 from trae2api.upstream.agent_client import AgentClient
 from trae2api.upstream.client import TraeClient
-from trae2api.upstream.imagex import UploadedImage
+from trae2api.upstream.upload_answers import UploadedImage
 
 log = structlog.get_logger(__name__)
 _WORKSPACES = {

@@ -128,6 +128,16 @@ class UpstreamUnavailable(UpstreamError):
     retryable = True
 
 
+def upstream_unavailable(message: str) -> UpstreamUnavailable:
+    """Trae answered, but not usably (5xx, an odd status, 2xx without the answer asked for).
+
+    Chat and the token exchange both raise this, so clients see one status and code for it
+    whichever call failed: 502 ``upstream_unavailable`` (protocol §7: 503 is kept for answers
+    that carry a ``Retry-After``). Transport failures are ``upstream.transport``'s instead.
+    """
+    return UpstreamUnavailable(message, code="upstream_unavailable")
+
+
 class UpstreamRejected(UpstreamError):
     """Trae answered with a business error code (protocol §7)."""
 

@@ -1,7 +1,7 @@
 """``CredentialManager``: the account's single source of access tokens and its only refresher.
 
-It must not speak HTTP (the exchanger does), keep a token anywhere but memory and the store, or
-log a token.
+It must not speak HTTP or write a rotation (``auth.rotation`` does), keep a token anywhere but
+memory and the store, or log a token.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
-from trae2api.auth.credentials import Credentials, DeviceIdentity, ExchangeResult, fingerprint
+from trae2api.auth.credentials import Credentials, DeviceIdentity, fingerprint
 from trae2api.auth.refresh_lock import Lease, RefreshLock
+from trae2api.auth.rotation import Rotator
 from trae2api.auth.store import CredentialStore, StoredAccount
 from trae2api.errors import ConfigError, ReauthRequired, UpstreamUnavailable
 from trae2api.log import secrets_registry
@@ -39,12 +40,6 @@ _MAX_ROUNDS = 3  # exchanges per refresh when another worker keeps winning the s
 State = Literal["not_started", "ok", "expired", "no_token", "refreshing", "reauth_required"]
 
 
-class Exchanger(Protocol):
-    """Anything that performs the protocol §2 exchange (``upstream.exchange.TokenExchanger``)."""
-
-    async def exchange(self, refresh_token: str) -> ExchangeResult: ...
-
-
 class Logger(Protocol):
     """The part of a structlog bound logger this module uses."""
 
@@ -60,7 +55,7 @@ class CredentialManager:
         self,
         *,
         store: CredentialStore,
-        exchanger: Exchanger,
+        rotator: Rotator,
         seed_refresh_token: str,
         clock: Callable[[], float] = time.time,
         refresh_margin: float = 600.0,
@@ -72,7 +67,7 @@ class CredentialManager:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._store = store
-        self._exchanger = exchanger
+        self._rotator = rotator
         self._seed = seed_refresh_token
         self._clock = clock
         self._margin = refresh_margin
@@ -331,7 +326,7 @@ class CredentialManager:
             if not await lease.confirm():
                 # Paused past the lock's expiry: another process may be exchanging this token.
                 raise UpstreamUnavailable("the refresh lock expired before the exchange")
-            current, won = await self._exchange(current)
+            current, won = await self._exchange(current, lease.owner)
             if won:
                 return current
             rejected = None  # another worker's newer credentials were adopted
@@ -346,10 +341,10 @@ class CredentialManager:
         self._log.info("credentials.adopted_stored", **stored.credentials.redacted())
         return stored.credentials
 
-    async def _exchange(self, current: Credentials) -> tuple[Credentials, bool]:
-        """One exchange, durably stored before anyone sees it; (credentials, stored by us)."""
+    async def _exchange(self, current: Credentials, lock_owner: str) -> tuple[Credentials, bool]:
+        """One rotation, durably stored before anyone sees it; (credentials, stored by us)."""
         try:
-            result = await self._exchanger.exchange(current.refresh_token)
+            rotation = await self._rotator.rotate(current, lock_owner)
         except ReauthRequired as exc:
             newer = await self._rotated_elsewhere(current)
             if newer is not None:
@@ -361,23 +356,17 @@ class CredentialManager:
             self._last_error = str(exc)
             self._log.warning("credentials.refresh_failed", error=str(exc))
             raise
-        # From here until compare_and_set returns, the rotated token exists only in this
-        # process (protocol §2): nothing may come between the response and the durable write.
-        received = time.monotonic()
-        new = current.after_exchange(result)
-        self._last_exchange_at, self._last_exchange_version = self._clock(), new.version
-        try:
-            won = await self._store.compare_and_set(current.version, new)
-        except Exception as exc:
-            return self._keep_unsaved(current.version, new, exc), True
-        if not won:
+        if rotation.outcome == "lost_race" or rotation.credentials is None:
             return await self._lost_race(current), False
+        new = rotation.credentials
+        self._last_exchange_at, self._last_exchange_version = self._clock(), new.version
+        if rotation.outcome == "unsaved":
+            return self._keep_unsaved(current.version, new, rotation.error or "unknown"), True
         self._creds = new
         self._refresh_count += 1
         self._last_refresh_at = self._last_exchange_at
         self._last_error = None
-        persist_ms = round((time.monotonic() - received) * 1000, 2)
-        self._log.info("credentials.refreshed", persist_ms=persist_ms, **new.redacted())
+        self._log.info("credentials.refreshed", persist_ms=rotation.persist_ms, **new.redacted())
         return new, True
 
     async def _rotated_elsewhere(self, current: Credentials) -> Credentials | None:
@@ -404,13 +393,13 @@ class CredentialManager:
         except Exception as exc:
             raise UpstreamUnavailable("the credential store could not be read") from exc
 
-    def _keep_unsaved(self, base: int, new: Credentials, exc: Exception) -> Credentials:
+    def _keep_unsaved(self, base: int, new: Credentials, error: str) -> Credentials:
         # The old refresh token is burnt and the new one exists only here: dropping it would
         # lose the account for sure, so keep serving it and retry the write before any further
         # exchange (``_persist_unsaved``).
         self._creds, self._unsaved_base = new, base
-        self._last_error = f"could not store the rotated credentials: {exc}"
-        self._log.error("credentials.store_failed", error=str(exc), version=new.version)
+        self._last_error = f"could not store the rotated credentials: {error}"
+        self._log.error("credentials.store_failed", error=error, version=new.version)
         return new
 
     async def _persist_unsaved(self) -> None:

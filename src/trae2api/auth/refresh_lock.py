@@ -93,12 +93,10 @@ class RefreshLock:
         if owner is None:
             yield None
             return
-        heartbeat = asyncio.create_task(self._heartbeat(owner), name="trae2api-refresh-lock")
         try:
-            yield Lease(self._store, owner, self._ttl)
+            async with kept_alive(self._store, owner, self._ttl, self._log):
+                yield Lease(self._store, owner, self._ttl)
         finally:
-            heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
             await self._release(owner)
 
     async def _acquire(self, still_needed: Callable[[], Awaitable[bool]]) -> str | None:
@@ -123,21 +121,48 @@ class RefreshLock:
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, _MAX_POLL)
 
-    async def _heartbeat(self, owner: str) -> None:
-        while True:
-            await asyncio.sleep(self._ttl / 3)
-            try:
-                held = await self._store.renew_refresh_lock(owner, self._ttl)
-            except Exception as exc:
-                self._log.warning("credentials.refresh_lock_renew_failed", error=str(exc))
-                continue
-            if not held:
-                self._log.warning("credentials.refresh_lock_lost", ttl=self._ttl)
-                return
-
     async def _release(self, owner: str) -> None:
         # A lock that cannot be released expires on its own after ttl.
         try:
             await self._store.release_refresh_lock(owner)
         except Exception as exc:
             self._log.warning("credentials.refresh_lock_release_failed", error=str(exc))
+
+
+@contextlib.asynccontextmanager
+async def kept_alive(
+    store: LockingStore, owner: str, ttl: float, logger: Logger
+) -> AsyncIterator[None]:
+    """Renew ``owner``'s lock every ttl/3 while the block runs.
+
+    The renewing task is stopped by an event, never cancelled: a store client can turn a
+    cancellation that lands mid-command into an ordinary error (redis-py does), and a loop that
+    carries on after errors would then renew the lock forever.
+    """
+    stop = asyncio.Event()
+    renewing = asyncio.create_task(
+        _renew_until(stop, store, owner, ttl, logger), name="trae2api-refresh-lock"
+    )
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.shield(renewing)
+
+
+async def _renew_until(
+    stop: asyncio.Event, store: LockingStore, owner: str, ttl: float, logger: Logger
+) -> None:
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), ttl / 3)
+        if stop.is_set():
+            return
+        try:
+            held = await store.renew_refresh_lock(owner, ttl)
+        except Exception as exc:
+            logger.warning("credentials.refresh_lock_renew_failed", error=str(exc))
+            continue
+        if not held:
+            logger.warning("credentials.refresh_lock_lost", ttl=ttl)
+            return

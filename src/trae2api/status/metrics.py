@@ -12,7 +12,8 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from trae2api.auth.credentials import ExchangeResult
+from trae2api.auth.credentials import Credentials
+from trae2api.auth.rotation import Rotation, Rotator
 from trae2api.errors import ApiError, ReauthRequired
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -61,7 +62,7 @@ class Metrics:
         )
         self.refreshes = Counter(
             "trae2api_token_refreshes",
-            "Refresh-token exchanges by outcome (ok, rejected, error)",
+            "Refresh-token rotations by outcome (ok, rejected, error, unsaved, lost_race)",
             ["outcome"],
             registry=reg,
         )
@@ -128,23 +129,19 @@ class QueueClock(Protocol):
     def queue_wait(self) -> float | None: ...
 
 
-class Exchanger(Protocol):
-    async def exchange(self, refresh_token: str) -> ExchangeResult: ...
+class MeteredRotator:
+    """A rotator whose every refresh is counted by outcome."""
 
-
-class MeteredExchanger:
-    """An exchanger whose every refresh is counted by outcome."""
-
-    def __init__(self, inner: Exchanger, metrics: Metrics) -> None:
+    def __init__(self, inner: Rotator, metrics: Metrics) -> None:
         self._inner = inner
         self._metrics = metrics
 
-    async def exchange(self, refresh_token: str) -> ExchangeResult:
+    async def rotate(self, current: Credentials, lock_owner: str) -> Rotation:
         outcome = "error"
         try:
-            result = await self._inner.exchange(refresh_token)
-            outcome = "ok"
-            return result
+            rotation = await self._inner.rotate(current, lock_owner)
+            outcome = "ok" if rotation.outcome == "stored" else rotation.outcome
+            return rotation
         except ReauthRequired:
             outcome = "rejected"
             raise

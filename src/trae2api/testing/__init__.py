@@ -5,7 +5,8 @@ Nothing in the gateway may import this package at run time except the ``--demo``
 """
 
 from trae2api.testing.server import SimControl, SimulatedTrae, serve_simulated_trae
-from trae2api.testing.state import SimAccount, SimState
+from trae2api.testing.state import SimState
+from trae2api.testing.tokens import SimAccount
 from trae2api.testing.upstream import create_upstream_app
 
 __all__ = [

@@ -9,7 +9,8 @@ import argparse
 import sys
 
 from trae2api.testing.server import bind_socket, make_server
-from trae2api.testing.state import DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL, SimState
+from trae2api.testing.state import SimState
+from trae2api.testing.tokens import DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from functools import partial
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -77,6 +78,7 @@ from trae2api.testing.agent_validation import (
     check_catalogue_body,
     presented_token,
 )
+from trae2api.testing.authentication import authenticate, invalid_response
 from trae2api.testing.images_seen import agent_image_note
 from trae2api.testing.scenario import Frame, Plan, error_frame, plan_script
 from trae2api.testing.sse import html_error, respond
@@ -85,14 +87,7 @@ from trae2api.testing.validation import Invalid
 
 CATALOGUE_PATH = "/api/ide/v1/get_detail_param"
 AGENT_CHAT_PATH = "/api/agent/v3/llm_utils_chat"
-NOT_AUTHENTICATED = {"code": 1001, "message": "not authenticated"}
 APP_ID_MESSAGE = "expr_path=app_id"
-
-
-def _invalid(exc: Invalid, kind: str) -> Response:
-    body = {"code": 4001, "message": f"invalid {kind} {exc.field}: {exc.reason}"}
-    body["header" if kind == "header" else "field"] = exc.field
-    return json_response(body, 400)
 
 
 def _error_stream(frame: Frame) -> Plan:
@@ -105,17 +100,10 @@ class _AgentUpstream:
 
     def _authenticate(self, headers: Mapping[str, str]) -> Response | None:
         """None when the token triple and the other §2 headers are acceptable."""
-        token = presented_token(headers)
-        owner = None if token is None else self.state.access_token_owner(token)
-        if owner is None:
-            self.state.count("auth_rejections")
-            return json_response(NOT_AUTHENTICATED, 401)
-        try:
-            check_agent_headers(headers, user_id=self.state.user_id)
-        except Invalid as exc:
-            self.state.count("header_rejections")
-            return _invalid(exc, "header")
-        self.state.note_device(owner, headers["x-device-id"], headers["x-machine-id"])
+        check = partial(check_agent_headers, user_id=self.state.user_id)
+        owner = authenticate(self.state, headers, presented_token(headers), check)
+        if isinstance(owner, Response):
+            return owner
         self.state.note_request_id(headers["x-request-id"])
         return None
 
@@ -136,7 +124,7 @@ class _AgentUpstream:
             pool = check_catalogue_body(data if ok else None, catalogue)
         except Invalid as exc:
             self.state.count("body_rejections")
-            return _invalid(exc, "field")
+            return invalid_response(exc, "field")
         except AgentRejected as exc:
             self.state.count("body_rejections")
             return json_response({"code": exc.code, "message": exc.message})

@@ -60,6 +60,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from trae2api.testing.admin import json_response
+from trae2api.testing.authentication import authenticate_ide
 from trae2api.testing.image_store import (
     UPLOAD_HOST,
     CommitRejected,
@@ -69,12 +70,10 @@ from trae2api.testing.image_store import (
 )
 from trae2api.testing.sigv4_verify import SignatureRejected, SignedRequest, verify
 from trae2api.testing.state import SimState
-from trae2api.testing.validation import Invalid, check_ide_headers
 
 IMAGEX_VERSION = "2018-08-01"
 TOS_PREFIX = "/upload/v1/"
 MAX_FILE_SIZE = 50 * 1024 * 1024
-NOT_AUTHENTICATED = {"code": 1001, "message": "not authenticated"}
 _QUERY_KEYS = frozenset(
     {"Action", "Version", "ServiceId", "FileSize", "FileExtension", "UploadNum"}
 )
@@ -193,17 +192,9 @@ class _Images:
         return PlainTextResponse("Not Found", 404)
 
     def upload_token(self, headers: Mapping[str, str]) -> Response:
-        owner = self.state.access_token_owner(headers.get("x-ide-token", ""))
-        if owner is None:
-            self.state.count("auth_rejections")
-            return json_response(NOT_AUTHENTICATED, 401)
-        try:
-            check_ide_headers(headers, app_id=self.state.app_id)
-        except Invalid as exc:
-            self.state.count("header_rejections")
-            message = f"invalid header {exc.field}: {exc.reason}"
-            return json_response({"code": 4001, "message": message, "header": exc.field}, 400)
-        self.state.note_device(owner, headers["x-device-id"], headers["x-machine-id"])
+        owner = authenticate_ide(self.state, headers)
+        if isinstance(owner, Response):
+            return owner
         cred = self.store.issue_credential(owner)
         data = {
             "access_key_id": cred.access_key_id,

@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import uvicorn
 
-from trae2api.testing.state import SimAccount, SimState
+from trae2api.testing.state import SimState
+from trae2api.testing.tokens import SimAccount
 from trae2api.testing.upstream import create_upstream_app
 
 _START_TIMEOUT = 10.0

@@ -1,34 +1,34 @@
-"""The simulated Trae account: tokens, switches, counters and the last chat, behind one lock.
+"""The simulated Trae account: switches, catalogues, counters and the last chat, behind one lock.
 
-It owns the rules of protocol §2 (single-use refresh tokens, expiring access tokens) but must not
-do I/O or know about HTTP; tests on another thread read and steer it through its methods.
+Its tokens (protocol §2) are ``testing.tokens``, kept under the same lock. It must not do I/O or
+know about HTTP; tests on another thread read and steer it through its methods.
 """
 
 from __future__ import annotations
 
-import base64
 import copy
 import secrets
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from trae2api.testing.agent_catalog import default_agent_models
 from trae2api.testing.image_store import IMAGE_CONFIG_KEYS, ImageStore
-
-DEFAULT_CLIENT_ID = "ono9krqynydwx5"
-DEFAULT_APP_ID = "6eefa01c-1036-4c7e-9ca5-d891f63bfcd8"
-DEFAULT_USER_ID = "7325163180291196987"
-DEFAULT_ACCESS_TTL = 3 * 86400.0
-DEFAULT_REFRESH_TTL = 180 * 86400.0
-REFRESH_INVALID_CODE = "10002"
-INVALID_CLIENT_CODE = "10101"
-INVALID_PARAMETER_CODE = "10001"
+from trae2api.testing.tokens import (
+    DEFAULT_ACCESS_TTL,
+    DEFAULT_APP_ID,
+    DEFAULT_CLIENT_ID,
+    DEFAULT_REFRESH_TTL,
+    DEFAULT_USER_ID,
+    ExchangeRejected,
+    ExchangeResult,
+    SimAccount,
+    TokenBook,
+)
 
 _COUNTERS = (
     "exchanges_ok",
@@ -86,51 +86,6 @@ def default_models() -> list[dict[str, Any]]:
     ]
 
 
-def _fake_jwt(user_id: str, expires_at: float) -> str:
-    """An opaque token shaped like a JWT (the simulator never verifies it, it looks it up)."""
-
-    def part(data: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(orjson.dumps(data)).rstrip(b"=").decode()
-
-    payload = {"sub": user_id, "exp": int(expires_at), "jti": secrets.token_hex(8)}
-    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(payload)}.{secrets.token_urlsafe(32)}"
-
-
-@dataclass(frozen=True)
-class SimAccount:
-    """What an operator would copy out of Trae: the identity the gateway is configured with."""
-
-    app_id: str
-    client_id: str
-    user_id: str
-    refresh_token: str
-
-
-class ExchangeRejected(Exception):
-    """The exchange failed; ``code``/``message`` go into ``ResponseMetadata.Error``."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-@dataclass(frozen=True)
-class ExchangeResult:
-    """A successful exchange; times are epoch seconds."""
-
-    token: str
-    token_expire_at: float
-    refresh_token: str
-    refresh_expire_at: float
-
-
-@dataclass
-class _RefreshToken:
-    expires_at: float
-    used: bool = False
-
-
 class SimState:
     """The whole mutable state of the simulated upstream; every method is thread-safe."""
 
@@ -169,10 +124,7 @@ class SimState:
         self._models = copy.deepcopy(models) if models is not None else default_models()
         self._agent_models = default_agent_models()
         self._request_ids: deque[str] = deque(maxlen=_REQUEST_IDS_KEPT)
-        initial = self.account.refresh_token
-        self._refresh = {initial: _RefreshToken(self._clock() + refresh_ttl)}
-        self._current_refresh = initial
-        self._access: dict[str, tuple[float, str]] = {}
+        self._tokens = TokenBook(self.account, self.client_ids, self._clock, refresh_ttl)
         self._devices: dict[str, tuple[str, str]] = {}
         active = self._counters["active_streams"]
         self._counters = dict.fromkeys(_COUNTERS, 0)
@@ -238,62 +190,39 @@ class SimState:
     def current_refresh_token(self) -> str:
         """The newest refresh token issued (the only one that still works, unless it expired)."""
         with self._lock:
-            return self._current_refresh
+            return self._tokens.current_refresh
 
     def exchange(self, client_id: str, refresh_token: str, user_id: str) -> ExchangeResult:
         """Burn ``refresh_token`` and mint a new pair, or raise ``ExchangeRejected``."""
         with self._lock:
             try:
-                result = self._exchange_locked(client_id, refresh_token, user_id)
+                result = self._tokens.exchange(
+                    client_id,
+                    refresh_token,
+                    user_id,
+                    access_ttl=self.access_ttl,
+                    refresh_ttl=self.refresh_ttl,
+                )
             except ExchangeRejected:
                 self._counters["exchanges_rejected"] += 1
                 raise
             self._counters["exchanges_ok"] += 1
             return result
 
-    def _exchange_locked(self, client_id: str, refresh_token: str, user_id: str) -> ExchangeResult:
-        if client_id not in self.client_ids:
-            raise ExchangeRejected(INVALID_CLIENT_CODE, "Invalid client.")
-        if user_id not in ("", self.user_id):
-            raise ExchangeRejected(INVALID_PARAMETER_CODE, "Invalid parameter: UserID")
-        now = self._clock()
-        entry = self._refresh.get(refresh_token)
-        if entry is None:
-            raise ExchangeRejected(REFRESH_INVALID_CODE, "refresh token invalid")
-        if entry.used:
-            raise ExchangeRejected(REFRESH_INVALID_CODE, "refresh token invalid (already used)")
-        if now >= entry.expires_at:
-            raise ExchangeRejected(REFRESH_INVALID_CODE, "refresh token invalid (expired)")
-        entry.used = True
-        new_refresh = secrets.token_urlsafe(32)
-        refresh_expires = now + self.refresh_ttl
-        self._refresh[new_refresh] = _RefreshToken(refresh_expires)
-        self._current_refresh = new_refresh
-        access_expires = now + self.access_ttl
-        token = _fake_jwt(self.user_id, access_expires)
-        self._access[token] = (access_expires, self.user_id)
-        return ExchangeResult(token, access_expires, new_refresh, refresh_expires)
-
     def mint_access_token(self) -> str:
         """A valid access token without an exchange (for tests of the chat side alone)."""
         with self._lock:
-            expires = self._clock() + self.access_ttl
-            token = _fake_jwt(self.user_id, expires)
-            self._access[token] = (expires, self.user_id)
-            return token
+            return self._tokens.mint(self.access_ttl)
 
     def access_token_owner(self, token: str) -> str | None:
         """The user id of a currently valid access token, else None."""
         with self._lock:
-            entry = self._access.get(token)
-            if entry is None or self._clock() >= entry[0]:
-                return None
-            return entry[1]
+            return self._tokens.owner(token)
 
     def expire_access_tokens(self) -> None:
         """Every access token issued so far stops working now."""
         with self._lock:
-            self._access = {token: (0.0, owner) for token, (_, owner) in self._access.items()}
+            self._tokens.expire_access_tokens()
 
     # -- counters and bookkeeping --------------------------------------------------------------
 
@@ -376,11 +305,10 @@ class SimState:
     def stats(self) -> dict[str, Any]:
         """Counters plus the token and switch state, as one JSON-able dict."""
         with self._lock:
-            now = self._clock()
             return {
                 **self._counters,
-                "current_refresh_token": self._current_refresh,
-                "valid_access_tokens": sum(1 for exp, _ in self._access.values() if now < exp),
+                "current_refresh_token": self._tokens.current_refresh,
+                "valid_access_tokens": self._tokens.valid_access_tokens(),
                 "pending_scripts": len(self._scripts),
                 "fail_next_chats": self._fail_next_chats,
                 "fail_status": self._fail_status,

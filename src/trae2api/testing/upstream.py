@@ -57,7 +57,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import secrets
-from collections.abc import Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -68,6 +67,7 @@ from starlette.types import Receive, Scope, Send
 
 from trae2api.testing.admin import admin_routes, json_response, read_json
 from trae2api.testing.agent import agent_routes
+from trae2api.testing.authentication import authenticate_ide, invalid_response
 from trae2api.testing.faults import (
     FaultBoard,
     chat_fault_response,
@@ -79,20 +79,19 @@ from trae2api.testing.images_seen import NO_IMAGES, accepts_images, check_multi_
 from trae2api.testing.imagex import image_routes
 from trae2api.testing.scenario import Plan, error_frame, plan_chat, plan_script
 from trae2api.testing.sse import RAW_SEND_KEY, html_error, respond
-from trae2api.testing.state import INVALID_PARAMETER_CODE, ExchangeRejected, SimState
+from trae2api.testing.state import SimState
+from trae2api.testing.tokens import INVALID_PARAMETER_CODE, ExchangeRejected
 from trae2api.testing.validation import (
     ChatRequest,
     Invalid,
     check_chat_body,
     check_exchange_body,
-    check_ide_headers,
 )
 
 EXCHANGE_PATH = "/cloudide/api/v3/trae/oauth/ExchangeToken"
 MODEL_LIST_PATH = "/api/ide/v1/model_list"
 CHAT_PATH = "/api/ide/v1/chat"
 MODEL_LIST_TYPES = frozenset({"chat", "llm_raw_chat"})
-NOT_AUTHENTICATED = {"code": 1001, "message": "not authenticated"}
 _COMPLETION_ID_BASE = 7_000_000_000
 
 
@@ -109,12 +108,6 @@ def _metadata(error: tuple[str, str] | None = None) -> dict[str, Any]:
 
 def _exchange_error(code: str, message: str) -> Response:
     return json_response({"ResponseMetadata": _metadata((code, message))}, 400)
-
-
-def _invalid(exc: Invalid, kind: str) -> Response:
-    body = {"code": 4001, "message": f"invalid {kind} {exc.field}: {exc.reason}"}
-    body["header" if kind == "header" else "field"] = exc.field
-    return json_response(body, 400)
 
 
 class _Upstream:
@@ -157,26 +150,12 @@ class _Upstream:
         if self.state.exchange_delay > 0:
             await asyncio.sleep(self.state.exchange_delay)
 
-    def _authenticate(self, headers: Mapping[str, str]) -> Response | None:
-        """None when the §3 headers are acceptable, else the rejection to send."""
-        owner = self.state.access_token_owner(headers.get("x-ide-token", ""))
-        if owner is None:
-            self.state.count("auth_rejections")
-            return json_response(NOT_AUTHENTICATED, 401)
-        try:
-            check_ide_headers(headers, app_id=self.state.app_id)
-        except Invalid as exc:
-            self.state.count("header_rejections")
-            return _invalid(exc, "header")
-        self.state.note_device(owner, headers["x-device-id"], headers["x-machine-id"])
-        return None
-
     async def model_list(self, request: Request) -> Response:
         if self.state.model_list_fail:
             return html_error(503)
-        denied = self._authenticate(request.headers)
-        if denied is not None:
-            return denied
+        owner = authenticate_ide(self.state, request.headers)
+        if isinstance(owner, Response):
+            return owner
         if request.query_params.get("type") not in MODEL_LIST_TYPES:
             reason = "query parameter type must be chat or llm_raw_chat"
             return json_response({"code": 4001, "message": reason, "field": "type"}, 400)
@@ -189,21 +168,20 @@ class _Upstream:
         failure = self.state.take_chat_failure()
         if failure is not None:
             return html_error(failure)
-        denied = self._authenticate(request.headers)
-        if denied is not None:
-            return denied
+        owner = authenticate_ide(self.state, request.headers)
+        if isinstance(owner, Response):
+            return owner
         content_type = request.headers.get("content-type", "")
         if not content_type.lower().startswith("application/json"):
             self.state.count("header_rejections")
-            return _invalid(Invalid("content-type", "must be application/json"), "header")
+            return invalid_response(Invalid("content-type", "must be application/json"), "header")
         try:
             version_code = int(request.headers["x-ide-version-code"])
             chat = check_chat_body(body if ok else None, version_code=version_code)
-            owner = self.state.access_token_owner(request.headers["x-ide-token"]) or ""
             note = check_multi_media(body["multi_media"], self.state.images, owner)
         except Invalid as exc:
             self.state.count("body_rejections")
-            return _invalid(exc, "field")
+            return invalid_response(exc, "field")
         return self._answer(dataclasses.replace(chat, image_note=note), version_code, ordinal)
 
     def _answer(self, chat: ChatRequest, version_code: int, ordinal: int) -> Response:

@@ -15,7 +15,13 @@ import httpx
 import orjson
 
 from trae2api.auth.credentials import DeviceIdentity
-from trae2api.errors import ApiError, UpstreamError, UpstreamUnavailable, from_business_code
+from trae2api.errors import (
+    ApiError,
+    UpstreamError,
+    UpstreamUnavailable,
+    from_business_code,
+    upstream_unavailable,
+)
 from trae2api.sse import SSEEvent, SSEParser, SSEProtocolError
 from trae2api.upstream.transport import mapped_transport_errors
 
@@ -163,11 +169,9 @@ def http_error(status: int, content: bytes, headers: httpx.Headers) -> ApiError:
     if business is not None and status < 500:
         return business
     if status == 200:
-        return UpstreamUnavailable(
-            "Trae answered JSON instead of an event stream", code="upstream_unavailable"
-        )
+        return upstream_unavailable("Trae answered JSON instead of an event stream")
     if status >= 500:
-        return UpstreamUnavailable(f"Trae answered HTTP {status}", code="upstream_unavailable")
+        return upstream_unavailable(f"Trae answered HTTP {status}")
     return UpstreamError(f"Trae answered HTTP {status}")
 
 

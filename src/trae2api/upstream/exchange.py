@@ -14,7 +14,7 @@ import httpx
 import orjson
 
 from trae2api.auth.credentials import ExchangeResult
-from trae2api.errors import ReauthRequired, UpstreamUnavailable
+from trae2api.errors import ReauthRequired, upstream_unavailable
 from trae2api.upstream.transport import mapped_transport_errors
 
 EXCHANGE_PATH = "/cloudide/api/v3/trae/oauth/ExchangeToken"
@@ -44,8 +44,10 @@ def parse_exchange_response(
 ) -> ExchangeResult:
     """Turn the exchange's HTTP answer into an ``ExchangeResult`` or raise (protocol §2).
 
-    4xx → ``ReauthRequired``; 5xx, odd statuses and a 2xx without a token → ``UpstreamUnavailable``.
-    Strings in ``redact`` (the presented refresh token) are scrubbed from any error text.
+    4xx → ``ReauthRequired``; 408, 429, 5xx, odd statuses and a 2xx without a token →
+    ``upstream_unavailable`` (protocol §7), the status and code a chat gets from an upstream 5xx,
+    so a failing Trae looks alike to clients whichever call hit it. Strings in ``redact`` (the
+    presented refresh token) are scrubbed from any error text.
     """
     doc = _load_json(body)
     if 200 <= status < 300:
@@ -54,10 +56,8 @@ def parse_exchange_response(
     if 400 <= status < 500 and status not in _TRANSIENT_4XX:
         raise ReauthRequired(f"Trae refused the refresh token exchange ({detail})")
     if status in _TRANSIENT_4XX:
-        raise UpstreamUnavailable(
-            f"Trae asked to retry the token exchange later ({detail})", status=503
-        )
-    raise UpstreamUnavailable(f"Trae's token exchange failed ({detail})")
+        raise upstream_unavailable(f"Trae asked to retry the token exchange later ({detail})")
+    raise upstream_unavailable(f"Trae's token exchange failed ({detail})")
 
 
 def _parse_success(status: int, doc: object, now: float, redact: tuple[str, ...]) -> ExchangeResult:
@@ -69,7 +69,7 @@ def _parse_success(status: int, doc: object, now: float, redact: tuple[str, ...]
         # written, and a retry either succeeds or gets the 4xx that proves the token is gone.
         # Being wrong in that direction costs one retry; the other way costs a human re-login.
         what = "a body that is not JSON" if doc is None else "no Result.Token"
-        raise UpstreamUnavailable(
+        raise upstream_unavailable(
             f"Trae's token exchange answered HTTP {status} with {what}{_error_suffix(doc, redact)}"
         )
     access_expires = _epoch_seconds(_pick(result, _TOKEN_EXPIRY_KEYS))

@@ -1,10 +1,10 @@
 """The image upload pipeline of protocol §8: upload credentials, ImageX apply, TOS bytes, commit.
 
-Owns the four steps, the short-lived upload credentials (in memory, renewed when they expire or
+Owns the four calls, the short-lived upload credentials (in memory, renewed when they expire or
 ImageX calls them expired, then that step is retried once), the upload cache lookups and one
-in-flight upload per image digest. It must not refresh Trae access tokens (a 401 on step 1 is
-raised as business code 1001 for the caller), pick the ImageX region, or decide how a chat refers
-to an uploaded image. Error messages name the failed step and never carry keys, tokens or Auth.
+in-flight upload per image digest; reading the answers is ``upstream.upload_answers``. It must
+not refresh Trae access tokens (a 401 on step 1 is raised as business code 1001 for the caller),
+pick the ImageX region, or decide how a chat refers to an uploaded image.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import asyncio
 import time
 import zlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
@@ -24,37 +23,30 @@ import structlog
 
 from trae2api import sigv4
 from trae2api.auth.credentials import DeviceIdentity
-from trae2api.errors import ApiError, UpstreamError, UpstreamUnavailable, from_business_code
 from trae2api.images import ImageData
 from trae2api.log import secrets_registry
-from trae2api.upstream.client import business_code, http_error
 from trae2api.upstream.transport import mapped_transport_errors
+from trae2api.upstream.upload_answers import (
+    STEP_APPLY,
+    STEP_COMMIT,
+    STEP_CREDENTIALS,
+    STEP_UPLOAD,
+    CredentialsExpired,
+    UploadAddress,
+    UploadCredentials,
+    UploadedImage,
+    check_tos,
+    committed,
+    credentials_answer,
+    imagex_result,
+    upload_address,
+    upload_hosts,
+)
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
 
 IMAGEX_VERSION = "2018-08-01"
-STEP_CREDENTIALS = "step 1 (upload credentials)"
-STEP_APPLY = "step 2 (ImageX ApplyImageUpload)"
-STEP_UPLOAD = "step 3 (TOS upload)"
-STEP_COMMIT = "step 4 (ImageX CommitImageUpload)"
-_SUCCESS = 2000
-# Credentials this close to expired_time are renewed before use rather than refused mid-upload.
-_CREDENTIALS_MARGIN = 60.0
-_EXPIRED_CODES = frozenset({"ExpiredToken", "TokenExpired", "InvalidSecurityToken"})
-_ERROR_CODE = "image_upload_failed"
-_MESSAGE_LIMIT = 300
-
-
-@dataclass(frozen=True)
-class UploadedImage:
-    """A committed image as ImageX describes it (what a ``multi_media`` item refers to)."""
-
-    uri: str
-    width: int
-    height: int
-    format: str
-    md5: str
 
 
 class UploadCache(Protocol):
@@ -65,37 +57,6 @@ class UploadCache(Protocol):
     async def put(self, sha256: str, image: UploadedImage, expires_at: float) -> None: ...
 
     async def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class UploadCredentials:
-    """Short-lived upload credentials from Trae (step 1); ``expires_at`` in epoch seconds."""
-
-    access_key_id: str
-    secret_access_key: str = field(repr=False)
-    session_token: str = field(repr=False)
-    service_id: str
-    expires_at: float | None
-
-    def usable(self, now: float, margin: float = _CREDENTIALS_MARGIN) -> bool:
-        return self.expires_at is None or self.expires_at - margin > now
-
-
-@dataclass(frozen=True)
-class _Address:
-    """Step 2's answer: where the bytes go and how to commit them."""
-
-    store_uri: str
-    auth: str = field(repr=False)
-    session_key: str = field(repr=False)
-
-
-class _CredentialsExpired(Exception):
-    """ImageX refused the upload credentials as expired; ``error`` is raised if renewing fails."""
-
-    def __init__(self, error: UpstreamError) -> None:
-        super().__init__(error.message)
-        self.error = error
 
 
 class ImageUploader:
@@ -196,13 +157,13 @@ class ImageUploader:
         """Run ``step``; if ImageX calls the credentials expired, renew them and retry once."""
         try:
             return await step(credentials), credentials
-        except _CredentialsExpired:
+        except CredentialsExpired:
             if self._credentials is credentials:
                 self._credentials = None
             credentials = await self._current_credentials(access_token, device)
         try:
             return await step(credentials), credentials
-        except _CredentialsExpired as again:
+        except CredentialsExpired as again:
             raise again.error from None
 
     async def _fetch_credentials(
@@ -212,24 +173,12 @@ class ImageUploader:
             response = await self._http.get(
                 self._credentials_url, headers=self._headers(access_token, device)
             )
-        payload = _json(response.content)
-        if response.status_code == 404:
-            raise _failure(
-                STEP_CREDENTIALS,
-                f"Trae has no upload-credential endpoint at {httpx.URL(self._credentials_url).path}"
-                " (this path is not publicly documented; UPLOAD_TOKEN_PATH sets it)",
-            )
-        if response.status_code != 200:
-            raise _in_step(
-                http_error(response.status_code, response.content, response.headers),
-                STEP_CREDENTIALS,
-            )
-        found = business_code(payload)
-        if found is not None:
-            raise _in_step(from_business_code(*found), STEP_CREDENTIALS)
-        credentials = parse_credentials(payload)
-        if credentials is None:
-            raise _failure(STEP_CREDENTIALS, "Trae's answer had no usable upload credentials")
+        credentials = credentials_answer(
+            response.status_code,
+            response.content,
+            response.headers,
+            path=httpx.URL(self._credentials_url).path,
+        )
         secrets_registry.add(
             credentials.access_key_id, credentials.secret_access_key, credentials.session_token
         )
@@ -237,19 +186,22 @@ class ImageUploader:
 
     # -- steps 2 and 4: ImageX -------------------------------------------------------------------
 
-    async def _apply(self, credentials: UploadCredentials, image: ImageData) -> _Address:
+    async def _apply(self, credentials: UploadCredentials, image: ImageData) -> UploadAddress:
         size, extension = str(len(image.data)), image.extension
         query = _query("ApplyImageUpload", credentials, FileSize=size, FileExtension=extension)
         result = await self._imagex("GET", query, b"", credentials, STEP_APPLY)
-        return _upload_address(result)
+        address = upload_address(result)
+        secrets_registry.add(address.auth, address.session_key)
+        log.debug("imagex_upload_hosts", hosts=upload_hosts(result))  # §8: logged only
+        return address
 
     async def _commit(
-        self, credentials: UploadCredentials, address: _Address, image: ImageData
+        self, credentials: UploadCredentials, address: UploadAddress, image: ImageData
     ) -> UploadedImage:
         body = orjson.dumps({"SessionKey": address.session_key})
         query = _query("CommitImageUpload", credentials)
         result = await self._imagex("POST", query, body, credentials, STEP_COMMIT)
-        return _committed(result, address, image)
+        return committed(result, address, image)
 
     async def _imagex(
         self,
@@ -276,11 +228,11 @@ class ImageUploader:
         )
         with mapped_transport_errors(f"uploading an image, at {step}"):
             response = await self._http.request(method, url, content=body or None, headers=headers)
-        return _imagex_result(response, step)
+        return imagex_result(response.status_code, response.content, step)
 
     # -- step 3: TOS -----------------------------------------------------------------------------
 
-    async def _put_bytes(self, address: _Address, data: bytes) -> None:
+    async def _put_bytes(self, address: UploadAddress, data: bytes) -> None:
         crc = f"{zlib.crc32(data) & 0xFFFFFFFF:08x}"
         url = f"{self._upload_url}/upload/v1/{quote(address.store_uri, safe='/')}"
         headers = {
@@ -290,7 +242,7 @@ class ImageUploader:
         }
         with mapped_transport_errors(f"uploading an image, at {STEP_UPLOAD}"):
             response = await self._http.post(url, content=data, headers=headers)
-        _check_tos(response, crc)
+        check_tos(response.status_code, response.content, crc)
 
     # -- cache -----------------------------------------------------------------------------------
 
@@ -316,123 +268,3 @@ def _query(action: str, credentials: UploadCredentials, **extra: str) -> str:
     """ImageX's query string (keys in the documented order; the signature sorts its own copy)."""
     params = {"Action": action, "Version": IMAGEX_VERSION, "ServiceId": credentials.service_id}
     return "&".join(f"{k}={sigv4.uri_encode(v)}" for k, v in (params | extra).items())
-
-
-def parse_credentials(payload: Any) -> UploadCredentials | None:
-    """Step 1's ``{"data": {access_key_id, secret_access_key, session_token, service_id,
-    expired_time?}}``; ``expired_time`` in epoch seconds (milliseconds tolerated)."""
-    data = payload.get("data") if isinstance(payload, dict) else None
-    if not isinstance(data, dict):
-        return None
-    keys = ("access_key_id", "secret_access_key", "session_token", "service_id")
-    values = [data.get(key) for key in keys]
-    if not all(isinstance(value, str) and value for value in values):
-        return None
-    access_key_id, secret, token, service_id = (str(value) for value in values)
-    return UploadCredentials(access_key_id, secret, token, service_id, _epoch(data))
-
-
-def _epoch(data: dict[str, Any]) -> float | None:
-    try:
-        seconds = float(data["expired_time"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return seconds / 1000.0 if seconds > 1e12 else seconds
-
-
-def _imagex_result(response: httpx.Response, step: str) -> dict[str, Any]:
-    payload = _json(response.content)
-    status = response.status_code
-    error = _imagex_error(payload)
-    if error is not None:
-        code, message = error
-        failure = _failure(step, f"ImageX error {code}: {message}", status=status)
-        if code in _EXPIRED_CODES:
-            raise _CredentialsExpired(failure)
-        raise failure
-    if status != 200:
-        raise _failure(step, f"ImageX answered HTTP {status}", status=status)
-    result = payload.get("Result") if isinstance(payload, dict) else None
-    if not isinstance(result, dict):
-        raise _failure(step, "ImageX answered without a Result")
-    return result
-
-
-def _imagex_error(payload: Any) -> tuple[str, str] | None:
-    """``ResponseMetadata.Error``'s code and message, if the answer carries one."""
-    meta = payload.get("ResponseMetadata") if isinstance(payload, dict) else None
-    error = meta.get("Error") if isinstance(meta, dict) else None
-    if not isinstance(error, dict) or not error.get("Code"):
-        return None
-    return str(error["Code"]), str(error.get("Message") or "")
-
-
-def _upload_address(result: dict[str, Any]) -> _Address:
-    address = result.get("UploadAddress")
-    address = address if isinstance(address, dict) else {}
-    infos = address.get("StoreInfos")
-    first = infos[0] if isinstance(infos, list) and infos and isinstance(infos[0], dict) else {}
-    store_uri, auth = first.get("StoreUri"), first.get("Auth")
-    session_key = address.get("SessionKey")
-    if not all(isinstance(value, str) and value for value in (store_uri, auth, session_key)):
-        raise _failure(STEP_APPLY, "ImageX answered without StoreInfos[0] and SessionKey")
-    secrets_registry.add(str(auth), str(session_key))
-    log.debug("imagex_upload_hosts", hosts=address.get("UploadHosts"))  # §8: logged only
-    return _Address(str(store_uri), str(auth), str(session_key))
-
-
-def _check_tos(response: httpx.Response, crc: str) -> None:
-    payload = _json(response.content)
-    status = response.status_code
-    code = business_code(payload)
-    if code is not None and code[0] != _SUCCESS:
-        raise _failure(STEP_UPLOAD, f"TOS error {code[0]}: {code[1]}", status=status)
-    if status != 200 or code is None:
-        raise _failure(STEP_UPLOAD, f"TOS answered HTTP {status} without code 2000", status=status)
-    data = payload.get("data")
-    echoed = data.get("crc32") if isinstance(data, dict) else None
-    if echoed is not None and str(echoed).lower().rjust(8, "0") != crc and echoed != int(crc, 16):
-        raise _failure(STEP_UPLOAD, f"TOS stored CRC32 {echoed!s:.16}, not {crc}")
-
-
-def _committed(result: dict[str, Any], address: _Address, image: ImageData) -> UploadedImage:
-    results, plugins = result.get("Results"), result.get("PluginResult")
-    first = results[0] if isinstance(results, list) and results else None
-    status = first.get("UriStatus") if isinstance(first, dict) else None
-    if str(status) != str(_SUCCESS):
-        raise _failure(STEP_COMMIT, f"ImageX committed {address.store_uri} with UriStatus {status}")
-    plugin = plugins[0] if isinstance(plugins, list) and plugins else None
-    if not isinstance(plugin, dict) or not plugin.get("ImageUri"):
-        raise _failure(STEP_COMMIT, "ImageX answered without PluginResult[0].ImageUri")
-    try:
-        return UploadedImage(
-            uri=str(plugin["ImageUri"]),
-            width=int(plugin.get("ImageWidth") or image.width),
-            height=int(plugin.get("ImageHeight") or image.height),
-            format=str(plugin.get("ImageFormat") or image.format).lower(),
-            md5=str(plugin.get("ImageMd5") or ""),
-        )
-    except (TypeError, ValueError):
-        raise _failure(STEP_COMMIT, "ImageX described the image with malformed fields") from None
-
-
-def _failure(step: str, detail: str, *, status: int = 200) -> UpstreamError:
-    """An error naming the failed step; 5xx answers are retryable (``UpstreamUnavailable``)."""
-    message = f"Image upload failed at {step}: {secrets_registry.scrub(detail)[:_MESSAGE_LIMIT]}"
-    if status >= 500:
-        return UpstreamUnavailable(message, code=_ERROR_CODE)
-    return UpstreamError(message, code=_ERROR_CODE)
-
-
-def _in_step(error: ApiError, step: str) -> ApiError:
-    """``error`` (status, code, upstream code kept) with the failed step in its message."""
-    error.message = f"Image upload failed at {step}: {error.message}"
-    error.args = (error.message,)
-    return error
-
-
-def _json(content: bytes) -> Any:
-    try:
-        return orjson.loads(content)
-    except orjson.JSONDecodeError:
-        return None

@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 import orjson
 
 from trae2api.sqlite_file import SqliteFile
-from trae2api.upstream.imagex import UploadCache, UploadedImage
+from trae2api.upstream.imagex import UploadCache
+from trae2api.upstream.upload_answers import UploadedImage
 
 __all__ = ["MemoryUploadCache", "RedisUploadCache", "SqliteUploadCache", "UploadCache"]
 
