@@ -115,7 +115,8 @@ def slope_mb_per_min(samples: list[tuple[float, float]]) -> float:
 def markdown(opts: argparse.Namespace, tally: Tally) -> str:
     rss = [m for _, m in tally.rss]
     quarter = max(1, len(rss) // 4)
-    points = ", ".join(f"{m:.0f}" for m in rss[:: max(1, len(rss) // 12)])
+    step = max(1, len(rss) // 12)
+    points = ", ".join(f"{m:.0f}" for m in rss[::step])
     return "\n".join(
         [
             "## Soak",
@@ -137,7 +138,7 @@ def markdown(opts: argparse.Namespace, tally: Tally) -> str:
             f"| gateway RSS peak | {max(rss):.1f} MB |",
             f"| RSS trend, second half | {slope_mb_per_min(tally.rss):+.2f} MB/min |",
             "",
-            f"RSS samples every {opts.interval:g} s (MB): {points}.",
+            f"RSS (MB), one sample in {step} of those taken every {opts.interval:g} s: {points}.",
             "",
         ]
     )

@@ -13,11 +13,12 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
-from trae2api.auth.credentials import Credentials, DeviceIdentity, fingerprint
+from trae2api.auth.credentials import Credentials, DeviceIdentity
+from trae2api.auth.login import initial_account
 from trae2api.auth.refresh_lock import Lease, RefreshLock
 from trae2api.auth.rotation import Rotator
 from trae2api.auth.store import CredentialStore, StoredAccount
-from trae2api.errors import ConfigError, ReauthRequired, UpstreamUnavailable
+from trae2api.errors import ReauthRequired, UpstreamUnavailable
 from trae2api.log import secrets_registry
 
 REAUTH_MESSAGE = "Trae rejected the stored refresh token; the operator must log in again"
@@ -99,33 +100,14 @@ class CredentialManager:
         together record it once (one device identity), and a process that read the store before
         another one's exchange never writes the burnt seed over the rotated token.
         """
-        account, case = self._initial_account(await self._store.load())
+        account, case = initial_account(await self._store.load(), self._seed)
         if case != "resumed":
             async with self._lock.hold(_always):
-                account, case = self._initial_account(await self._store.load())
+                account, case = initial_account(await self._store.load(), self._seed)
                 if case != "resumed":
                     await self._store.create(account)
         self._creds, self._device = account.credentials, account.device
         self._log.info("credentials.loaded", case=case, **account.credentials.redacted())
-
-    def _initial_account(self, stored: StoredAccount | None) -> tuple[StoredAccount, str]:
-        seed_fp = fingerprint(self._seed) if self._seed else None
-        if stored is None:
-            if seed_fp is None:
-                raise ConfigError("REFRESH_TOKEN", "is empty and no credentials are stored yet")
-            creds = Credentials(refresh_token=self._seed, seed_fingerprint=seed_fp)
-            return StoredAccount(creds, DeviceIdentity.generate()), "first_login"
-        if seed_fp is None or stored.credentials.seed_fingerprint == seed_fp:
-            # The env still holds the original token, which is burnt: the store has the newest.
-            return stored, "resumed"
-        # A new REFRESH_TOKEN means the operator logged in again. The version keeps growing so a
-        # worker still holding the old login can never win a compare_and_set.
-        creds = Credentials(
-            refresh_token=self._seed,
-            seed_fingerprint=seed_fp,
-            version=stored.credentials.version + 1,
-        )
-        return StoredAccount(creds, stored.device), "new_login"
 
     @property
     def _creds(self) -> Credentials | None:
