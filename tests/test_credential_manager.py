@@ -297,10 +297,13 @@ async def test_rejection_of_a_fresh_token_exchanges_once_for_all(h: Harness) -> 
     mgr = await h.manager()
     token = await mgr.access_token()
     h.exchanger.delay = 0.05
-    renewed = await asyncio.gather(*(mgr.refresh_after_rejection(token) for _ in range(10)))
+    with capture_logs() as logs:
+        renewed = await asyncio.gather(*(mgr.refresh_after_rejection(token) for _ in range(10)))
     assert len(set(renewed)) == 1
     assert renewed[0] != token
     assert h.exchanger.calls == 2
+    warnings = [e for e in logs if e["event"] == "credentials.rejected_fresh_token"]
+    assert len(warnings) == 1  # one per exchange, not one per check
 
 
 async def test_durable_write_before_return(h: Harness) -> None:

@@ -244,13 +244,15 @@ class CredentialManager:
     def _needs_refresh(self, creds: Credentials, now: float) -> bool:
         return now >= self._due_at(creds)
 
-    def _should_exchange(self, creds: Credentials, rejected: str | None, now: float) -> bool:
+    def _should_exchange(
+        self, creds: Credentials, rejected: str | None, now: float, *, warn: bool = False
+    ) -> bool:
         if rejected is None:
             return self._needs_refresh(creds, now)
         if creds.access_token != rejected:
             return False
         exchanged_at = self._recent_exchange_at(creds)
-        if exchanged_at is not None and now - exchanged_at < self._min_interval:
+        if warn and exchanged_at is not None and now - exchanged_at < self._min_interval:
             # Still exchange: Trae may have revoked the token (or the operator's test expired
             # it); each request asks at most once, so this cannot loop. It is worth a warning.
             self._log.warning(
@@ -303,7 +305,7 @@ class CredentialManager:
         self, current: Credentials, rejected: str | None, lease: Lease
     ) -> Credentials:
         for _ in range(_MAX_ROUNDS):
-            if not self._should_exchange(current, rejected, self._clock()):
+            if not self._should_exchange(current, rejected, self._clock(), warn=True):
                 return current
             if not await lease.confirm():
                 # Paused past the lock's expiry: another process may be exchanging this token.
