@@ -66,6 +66,7 @@ def feed(parser: ResponseParser, raw: bytes, *, bytewise: bool) -> bytes:
 def test_responses(
     raw: bytes, status: int, body: bytes, complete: bool, keep_alive: bool, bytewise: bool
 ) -> None:
+    """Each framing yields its status, body, completeness and keep-alive, fed whole or bytewise."""
     parser = ResponseParser()
     assert feed(parser, raw, bytewise=bytewise) == body
     assert parser.headers_complete
@@ -79,6 +80,7 @@ def test_responses(
 
 
 def test_headers_are_lower_case_and_kept_in_order() -> None:
+    """Header names are lower-cased and repeated headers keep their order."""
     parser = ResponseParser()
     feed(
         parser,
@@ -97,10 +99,12 @@ def test_headers_are_lower_case_and_kept_in_order() -> None:
         b"SMTP ready\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         b"\x00\x01\x02 garbage",
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 2\r\n\r\n\x1f\x8b",
     ],
-    ids=["bad-status", "not-http", "bad-chunk-size", "binary"],
+    ids=["bad-status", "not-http", "bad-chunk-size", "binary", "compressed"],
 )
 def test_malformed_responses_raise(raw: bytes) -> None:
+    """Bytes that are not a readable HTTP/1.1 response raise ResponseError."""
     parser = ResponseParser()
     with pytest.raises(ResponseError):
         feed(parser, raw, bytewise=True)
@@ -112,6 +116,7 @@ def test_malformed_responses_raise(raw: bytes) -> None:
     ids=["nothing", "half-head", "short-body"],
 )
 def test_eof_before_the_end_raises(raw: bytes) -> None:
+    """A connection closed before the framing says the body ended raises."""
     parser = ResponseParser()
     feed(parser, raw, bytewise=True)
     with pytest.raises(ResponseError):
@@ -119,6 +124,7 @@ def test_eof_before_the_end_raises(raw: bytes) -> None:
 
 
 def test_bytes_after_a_complete_response_raise() -> None:
+    """Bytes after a complete response (which we never asked for) raise."""
     parser = ResponseParser()
     parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
     with pytest.raises(ResponseError):
@@ -126,11 +132,13 @@ def test_bytes_after_a_complete_response_raise() -> None:
 
 
 def test_interim_responses_are_refused() -> None:
+    """A 1xx interim response is refused rather than skipped."""
     with pytest.raises(ResponseError):
         ResponseParser().feed(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
 def test_request_bytes() -> None:
+    """The request head carries Host, the given headers and Content-Length, then the body."""
     raw = encode_request("POST", "/chat?x=1", "h:8080", {"x-ide-token": "t"}, b"{}")
     assert raw == (
         b"POST /chat?x=1 HTTP/1.1\r\nhost: h:8080\r\nx-ide-token: t\r\ncontent-length: 2\r\n\r\n{}"
@@ -140,6 +148,7 @@ def test_request_bytes() -> None:
 
 
 def test_host_header() -> None:
+    """Host omits the scheme's default port and brackets IPv6 literals."""
     assert host_header("https", "trae.example", 443) == "trae.example"
     assert host_header("http", "127.0.0.1", 8080) == "127.0.0.1:8080"
     assert host_header("http", "::1", 80) == "[::1]"

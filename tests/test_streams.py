@@ -84,6 +84,7 @@ async def settle(server: Server, open_connections: int) -> None:
 
 
 async def test_a_fully_read_answer_returns_its_connection() -> None:
+    """Answers read to the end reuse one connection."""
     async with serving(lambda conn, req: OK) as server:
         streams = pool()
         assert [await fetch(streams, server.url) for _ in range(3)] == [b"hello"] * 3
@@ -94,6 +95,7 @@ async def test_a_fully_read_answer_returns_its_connection() -> None:
 
 
 async def test_connection_close_is_honoured() -> None:
+    """An answer with Connection: close is never reused."""
     close = OK.replace(b"OK\r\n", b"OK\r\nConnection: close\r\n", 1)
     async with serving(lambda conn, req: close) as server:
         streams = pool()
@@ -104,6 +106,7 @@ async def test_connection_close_is_honoured() -> None:
 
 
 async def test_chunked_body_arrives_per_read() -> None:
+    """A chunked body is handed out as it arrives."""
     chunked = (
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
     )
@@ -116,6 +119,7 @@ async def test_chunked_body_arrives_per_read() -> None:
 
 @pytest.mark.parametrize("how", ["early-close", "cancel", "read-timeout"])
 async def test_an_interrupted_answer_closes_its_connection(how: str) -> None:
+    """An early close, a cancellation or a read timeout closes the socket and frees its slot."""
     # The head and a first piece, then nothing: the body never ends.
     partial = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nfirst"
     async with serving(lambda conn, req: partial) as server:
@@ -141,6 +145,7 @@ async def test_an_interrupted_answer_closes_its_connection(how: str) -> None:
 
 
 async def test_a_stale_reused_connection_is_retried_once() -> None:
+    """A reused connection that fails before any byte is retried once on a fresh one."""
     # The first connection answers once, then hangs up on the next request unanswered.
     async with serving(lambda conn, req: OK if (conn, req) != (1, 1) else None) as server:
         streams = pool()
@@ -151,6 +156,7 @@ async def test_a_stale_reused_connection_is_retried_once() -> None:
 
 
 async def test_a_fresh_connection_is_not_retried() -> None:
+    """A fresh connection that fails is not retried."""
     async with serving(lambda conn, req: None) as server:
         streams = pool()
         with pytest.raises(httpx.RemoteProtocolError):
@@ -159,6 +165,7 @@ async def test_a_fresh_connection_is_not_retried() -> None:
 
 
 async def test_a_failure_after_the_first_byte_is_not_retried() -> None:
+    """A failure after the first response byte is not retried."""
     half = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc"
 
     def script(conn: int, req: int) -> bytes | None:
@@ -174,6 +181,7 @@ async def test_a_failure_after_the_first_byte_is_not_retried() -> None:
 
 
 async def test_connect_failures_are_httpx_errors() -> None:
+    """A refused connection raises httpx's ConnectError, which the error mapping knows."""
     streams = pool()
     with pytest.raises(httpx.ConnectError):
         await streams.post(f"http://127.0.0.1:{free_port()}/x", b"", {})
@@ -182,6 +190,7 @@ async def test_connect_failures_are_httpx_errors() -> None:
 
 
 async def test_aclose_closes_idle_connections_and_later_releases() -> None:
+    """aclose closes idle connections, and connections released later too."""
     async with serving(lambda conn, req: OK) as server:
         streams = pool()
         response = await streams.post(server.url, b"{}", {})

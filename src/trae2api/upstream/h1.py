@@ -113,6 +113,10 @@ class ResponseParser:
         if 100 <= self.status < 200:
             # Interim answers (100 Continue) are not followed here: we never ask for one.
             raise ResponseError(f"unexpected interim response {self.status}")
+        encoding = (self.header("content-encoding") or "identity").strip().lower()
+        if encoding != "identity":
+            # We send no Accept-Encoding, so the body would be bytes no SSE parser can read.
+            raise ResponseError(f"unrequested content-encoding {encoding!r}")
         self.headers_complete = True
         framed = self.header("content-length") is not None
         chunked = "chunked" in (self.header("transfer-encoding") or "").lower()
