@@ -24,6 +24,7 @@ from trae2api.images import ImageData, inspect_image
 from trae2api.testing import SimulatedTrae
 from trae2api.upstream.client import TraeClient, UpstreamIdentity
 from trae2api.upstream.imagex import ImageUploader
+from trae2api.upstream.streams import StreamPool, StreamTimeouts
 from trae2api.upstream.upload_answers import STEP_COMMIT, UploadedImage
 from trae2api.upstream.upload_cache import MemoryUploadCache, SqliteUploadCache, UploadCache
 
@@ -52,7 +53,8 @@ Factory = Callable[..., ImageUploader]
 def make_uploader(sim: SimulatedTrae, http: httpx.AsyncClient) -> Factory:
     """Uploaders aimed at the simulator for all three hosts; keyword arguments override."""
     identity = UpstreamIdentity(sim.account.app_id, "1.2.10", "20250325")
-    trae = TraeClient(http, base_url=sim.url, identity=identity)
+    streams = StreamPool(StreamTimeouts(connect=5, read=5))  # unused: headers only
+    trae = TraeClient(http, streams, base_url=sim.url, identity=identity)
 
     def make(**overrides: Any) -> ImageUploader:
         options: dict[str, Any] = {

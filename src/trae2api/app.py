@@ -48,6 +48,7 @@ from trae2api.status.metrics import MeteredRotator, Metrics
 from trae2api.upstream.agent_client import AgentClient
 from trae2api.upstream.client import TraeClient, UpstreamIdentity
 from trae2api.upstream.imagex import ImageUploader
+from trae2api.upstream.streams import StreamPool, StreamTimeouts
 from trae2api.upstream.upload_cache import RedisUploadCache, SqliteUploadCache, UploadCache
 
 log = structlog.get_logger(__name__)
@@ -59,6 +60,7 @@ class Deps:
     """Everything a request handler may use; built once per process."""
 
     http: httpx.AsyncClient
+    streams: StreamPool
     store: CredentialStore
     account: CredentialManager
     dialect: Dialect
@@ -88,6 +90,14 @@ def build_deps(
         follow_redirects=False,
         trust_env=False,
     )
+    # The chat stream's own lean client: the hot path; httpx keeps every other call.
+    streams = StreamPool(
+        StreamTimeouts(
+            connect=settings.upstream_connect_timeout, read=settings.upstream_read_timeout
+        ),
+        max_connections=1000,
+        max_keepalive=200,
+    )
     store = open_store(settings)
     account = CredentialManager(
         store=store,
@@ -106,7 +116,9 @@ def build_deps(
         return await fetch_model_configs(dialect, account, health)
 
     catalog = ModelCatalog(fetch_catalogue, aliases, ttl=settings.models_ttl)
-    dialect = _dialect(settings, http, identity, catalog, account, settings.data_dir / STORE_FILE)
+    dialect = _dialect(
+        settings, http, streams, identity, catalog, account, settings.data_dir / STORE_FILE
+    )
     attachments = Attachments(
         ImageFetcher(
             max_bytes=settings.max_image_bytes,
@@ -132,12 +144,13 @@ def build_deps(
         metrics=metrics,
         drain=drain,
     )
-    return Deps(http, store, account, dialect, catalog, chat, health, attachments)
+    return Deps(http, streams, store, account, dialect, catalog, chat, health, attachments)
 
 
 def _dialect(
     settings: Settings,
     http: httpx.AsyncClient,
+    streams: StreamPool,
     identity: UpstreamIdentity,
     catalog: ModelCatalog,
     account: CredentialManager,
@@ -147,6 +160,7 @@ def _dialect(
     if settings.upstream_dialect == "agent":
         client = AgentClient(
             http,
+            streams,
             base_url=settings.base_url,
             identity=identity,
             user_id=settings.user_id,
@@ -158,7 +172,7 @@ def _dialect(
             catalog.aliases.to_trae,
             inline_remote_images=settings.inline_remote_images,
         )
-    legacy = TraeClient(http, base_url=settings.base_url, identity=identity)
+    legacy = TraeClient(http, streams, base_url=settings.base_url, identity=identity)
     uploader = ImageUploader(
         http,
         base_url=settings.base_url,
@@ -253,6 +267,7 @@ def _lifespan(
             # A refresh in flight must finish writing the rotated token before the store closes.
             await ready.account.aclose()
             await ready.http.aclose()
+            await ready.streams.aclose()
             await ready.attachments.aclose()
             await ready.dialect.aclose()
             await ready.store.close()

@@ -24,6 +24,7 @@ from trae2api.upstream.client import (
     http_error,
     open_event_stream,
 )
+from trae2api.upstream.streams import StreamPool
 from trae2api.upstream.transport import mapped_transport_errors
 
 
@@ -33,6 +34,7 @@ class AgentClient:
     def __init__(
         self,
         http: httpx.AsyncClient,
+        streams: StreamPool,
         *,
         base_url: str,
         identity: UpstreamIdentity,
@@ -40,6 +42,7 @@ class AgentClient:
         pool: str,
     ) -> None:
         self._http = http
+        self._streams = streams
         self._base_url = base_url
         self._identity = identity
         self._user_id = user_id
@@ -96,4 +99,4 @@ class AgentClient:
         """Dialect §4: open the chat stream; yields its events a network read at a time."""
         url = f"{self._base_url}/api/agent/v3/llm_utils_chat"
         headers = self.headers(access_token, device, "text/event-stream")
-        return open_event_stream(self._http, url, body, headers)
+        return open_event_stream(self._streams, url, body, headers)

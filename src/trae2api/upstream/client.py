@@ -5,11 +5,10 @@ It turns HTTP answers into events or ``ApiError``s; it must not retry, refresh o
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import orjson
@@ -23,10 +22,10 @@ from trae2api.errors import (
     upstream_unavailable,
 )
 from trae2api.sse import SSEEvent, SSEParser, SSEProtocolError
+from trae2api.upstream.streams import StreamPool, StreamResponse
 from trae2api.upstream.transport import mapped_transport_errors
 
 _RATE_LIMIT_DEFAULT_RETRY_AFTER = 5
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -41,8 +40,16 @@ class UpstreamIdentity:
 class TraeClient:
     """One account's view of the legacy ``/api/ide`` endpoints."""
 
-    def __init__(self, http: httpx.AsyncClient, *, base_url: str, identity: UpstreamIdentity):
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        streams: StreamPool,
+        *,
+        base_url: str,
+        identity: UpstreamIdentity,
+    ):
         self._http = http
+        self._streams = streams
         self._base_url = base_url
         self._identity = identity
 
@@ -81,7 +88,7 @@ class TraeClient:
     ) -> AbstractAsyncContextManager[AsyncIterator[list[SSEEvent]]]:
         """Protocol §5: open the chat stream; yields its events a network read at a time."""
         url = f"{self._base_url}/api/ide/v1/chat"
-        return open_event_stream(self._http, url, body, self.headers(access_token, device))
+        return open_event_stream(self._streams, url, body, self.headers(access_token, device))
 
 
 def device_headers(device: DeviceIdentity) -> dict[str, str]:
@@ -97,50 +104,30 @@ def device_headers(device: DeviceIdentity) -> dict[str, str]:
 
 @asynccontextmanager
 async def open_event_stream(
-    http: httpx.AsyncClient, url: str, body: dict[str, Any], headers: dict[str, str]
+    streams: StreamPool, url: str, body: dict[str, Any], headers: dict[str, str]
 ) -> AsyncIterator[AsyncIterator[list[SSEEvent]]]:
     """POST ``body`` and yield the answer's event batches; a non-stream answer raises."""
-    request = http.build_request("POST", url, content=orjson.dumps(body), headers=headers)
     with mapped_transport_errors("opening the chat stream"):
-        response = await http.send(request, stream=True)
+        response = await streams.post(url, orjson.dumps(body), headers)
     try:
-        content_type = response.headers.get("content-type", "")
-        if response.status_code != 200 or content_type.startswith("application/json"):
+        content_type = response.header("content-type") or ""
+        if response.status != 200 or content_type.startswith("application/json"):
             # A JSON answer instead of a stream is an error, whatever its status.
             with mapped_transport_errors("reading an error answer"):
-                content = await _uncancelled(response.aread())
-            raise http_error(response.status_code, content, response.headers)
+                content = await response.read()
+            raise http_error(response.status, content, response.headers)
         yield _event_batches(response)
     finally:
-        await _uncancelled(response.aclose())
+        # Synchronous, so a cancellation cannot land inside it: the socket is pooled or closed.
+        response.close()
 
 
-async def _uncancelled(step: Awaitable[_T]) -> _T:
-    """Run ``step`` (a close, or a read that ends in one) to its end even if cancelled.
-
-    Chat cancels the task that reads Trae once an answer is done or its client is gone. A
-    cancellation that lands inside httpcore's close marks the response closed but leaves its
-    pooled connection ACTIVE for ever (encode/httpcore#1115): one leaked connection per
-    interrupted close, until the pool is exhausted. So closes run in a task of their own.
-    """
-    task = asyncio.ensure_future(step)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait([task])  # it goes on even if this task is cancelled again
-        raise
-
-
-async def _event_batches(response: httpx.Response) -> AsyncIterator[list[SSEEvent]]:
+async def _event_batches(response: StreamResponse) -> AsyncIterator[list[SSEEvent]]:
     # Batches, not single events: the per-item cost downstream is paid once per read.
     parser = SSEParser()
-    # Not aiter_raw(): it closes the response itself after the last chunk, where a cancellation
-    # would leak the connection (see _uncancelled); the caller closes it, uncancelled.
-    stream = response.stream
-    assert isinstance(stream, httpx.AsyncByteStream)
     with mapped_transport_errors("reading the chat stream"):
         try:
-            async for raw in stream:
+            async for raw in response.chunks():
                 events = parser.feed(raw)
                 if events:
                     yield events

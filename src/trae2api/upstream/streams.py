@@ -1,0 +1,350 @@
+"""A lean HTTP/1.1 client for the chat stream only: a keep-alive pool on asyncio protocols.
+
+It fails with httpx's exception classes so ``mapped_transport_errors`` maps them as it maps
+httpx's; it must not retry anything but a reused connection that died before answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import cast
+from urllib.parse import urlsplit
+
+import httpx
+
+from trae2api.upstream.h1 import ResponseError, ResponseParser, encode_request, host_header
+
+# Like httpx's defaults and app.py's limits for the shared client.
+KEEPALIVE_EXPIRY = 5.0
+_READ_HIGH_WATER = 256 * 1024  # pause the socket when this much body waits for the reader
+_Key = tuple[str, str, int]
+
+
+@dataclass(frozen=True)
+class StreamTimeouts:
+    connect: float
+    read: float
+    write: float = 30.0
+    pool: float = 30.0
+
+
+class _Connection(asyncio.Protocol):
+    """One socket; its parser is the response currently being read, if any."""
+
+    def __init__(self, release: asyncio.Semaphore) -> None:
+        self._release: asyncio.Semaphore | None = release
+        self.transport: asyncio.Transport | None = None
+        self.parser: ResponseParser | None = None
+        self.error: BaseException | None = None  # the socket or the parse failed
+        self.closed = False
+        self.idle_since = 0.0
+        self._waiter: asyncio.Future[None] | None = None
+        self._drained: asyncio.Future[None] | None = None
+        self._paused = False
+
+    # asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Not isinstance(): uvloop's transports do not subclass asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        parser = self.parser
+        if parser is None:  # bytes while idle in the pool: the connection is unusable
+            self.close()
+            return
+        if self.error is not None:
+            return
+        try:
+            parser.feed(data)
+        except ResponseError as exc:
+            self.error = exc
+        if parser.pending > _READ_HIGH_WATER and not self._paused and self.transport is not None:
+            # Backpressure: the reader is behind, let TCP hold the rest.
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        if self.parser is not None and self.error is None:
+            try:
+                self.parser.feed_eof()
+            except ResponseError as exc:
+                self.error = exc
+        self.closed = True
+        self._wake()
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.error is None and exc is not None:
+            self.error = exc
+        if self.parser is not None and not self.parser.complete and self.error is None:
+            self.error = ResponseError("the connection closed before the response ended")
+        self.close()
+        self._wake()
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._drained = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        self._drained = None
+
+    # used by the pool and the response ------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the socket and give its slot back, once."""
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()  # nothing is owed to a peer we stop talking to
+        release, self._release = self._release, None
+        if release is not None:
+            release.release()
+
+    @property
+    def reusable(self) -> bool:
+        transport = self.transport
+        return not self.closed and transport is not None and not transport.is_closing()
+
+    async def write(self, data: bytes, seconds: float) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+        if self._drained is not None:
+            try:
+                async with asyncio.timeout(seconds):
+                    await self._drained
+            except TimeoutError:
+                raise httpx.WriteTimeout("timed out sending the request") from None
+
+    async def wait(self, seconds: float) -> None:
+        """Until the parser has news, the socket fails or ``seconds`` pass (ReadTimeout)."""
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        self.resume()
+        # A timer callback rather than asyncio.timeout(): no cancellation to unwind per read.
+        timer = loop.call_later(seconds, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def resume(self) -> None:
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(httpx.ReadTimeout("timed out waiting for the upstream"))
+
+
+class StreamResponse:
+    """An answer's head, then its body a network read at a time; ``close`` it in all cases."""
+
+    def __init__(
+        self, pool: StreamPool, key: _Key, conn: _Connection, parser: ResponseParser
+    ) -> None:
+        self._pool = pool
+        self._key = key
+        self._conn: _Connection | None = conn
+        self._parser = parser
+        self.status = parser.status
+
+    @property
+    def headers(self) -> httpx.Headers:
+        return httpx.Headers(self._parser.headers)
+
+    def header(self, name: str) -> str | None:
+        return self._parser.header(name)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, one ``bytes`` per network read (several when behind)."""
+        conn, parser = self._conn, self._parser
+        assert conn is not None
+        read_timeout = self._pool.timeouts.read
+        while True:
+            body = parser.take_body()
+            if body:
+                yield body
+            if parser.complete:
+                return
+            if conn.error is not None or conn.closed:
+                raise _failure(conn.error, "reading the response body")
+            await conn.wait(read_timeout)
+
+    async def read(self) -> bytes:
+        return b"".join([chunk async for chunk in self.chunks()])
+
+    def close(self) -> None:
+        """Back to the pool only when fully read and kept alive by both sides; else closed."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        parser = self._parser
+        if parser.complete and parser.keep_alive and conn.error is None and not parser.pending:
+            self._pool.release(self._key, conn)
+        else:
+            conn.close()
+
+
+class _Stale(Exception):
+    """A reused connection died before answering a byte: the peer had already closed it."""
+
+
+class StreamPool:
+    """Keep-alive connections per (scheme, host, port), bounded like the shared httpx client."""
+
+    def __init__(
+        self,
+        timeouts: StreamTimeouts,
+        *,
+        max_connections: int = 1000,
+        max_keepalive: int = 200,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.timeouts = timeouts
+        self._slots = asyncio.Semaphore(max_connections)
+        self._max_keepalive = max_keepalive
+        self._idle: dict[_Key, deque[_Connection]] = {}
+        self._idle_count = 0
+        self._ssl = ssl_context
+        self._closed = False
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> StreamResponse:
+        """Send ``body`` and return once the answer's head has arrived."""
+        key, target = _split(url)
+        request = encode_request("POST", target, host_header(*key), headers, body)
+        conn = self._take_idle(key)
+        if conn is not None:
+            try:
+                return await self._send(key, conn, request, reused=True)
+            except _Stale:
+                pass  # the request never reached a live peer: one try on a fresh socket
+        conn = await self._connect(key)
+        return await self._send(key, conn, request, reused=False)
+
+    def release(self, key: _Key, conn: _Connection) -> None:
+        if self._closed or self._idle_count >= self._max_keepalive or not conn.reusable:
+            conn.close()
+            return
+        conn.parser = None
+        conn.resume()
+        conn.idle_since = time.monotonic()
+        self._idle.setdefault(key, deque()).append(conn)
+        self._idle_count += 1
+
+    async def aclose(self) -> None:
+        """Close the idle connections; later releases close theirs instead of pooling them."""
+        self._closed = True
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.close()
+        self._idle.clear()
+        self._idle_count = 0
+
+    def _take_idle(self, key: _Key) -> _Connection | None:
+        idle = self._idle.get(key)
+        if not idle:
+            return None
+        expired = time.monotonic() - KEEPALIVE_EXPIRY
+        while idle and idle[0].idle_since < expired:  # the oldest first: they expire first
+            idle.popleft().close()
+            self._idle_count -= 1
+        while idle:
+            conn = idle.pop()  # the most recent: the least likely to be closing
+            self._idle_count -= 1
+            if conn.reusable:
+                return conn
+            conn.close()
+        return None
+
+    async def _send(
+        self, key: _Key, conn: _Connection, request: bytes, *, reused: bool
+    ) -> StreamResponse:
+        parser = conn.parser = ResponseParser()
+        try:
+            await conn.write(request, self.timeouts.write)
+            while not parser.headers_complete:
+                if conn.error is not None or conn.closed:
+                    if reused and not parser.received:
+                        raise _Stale
+                    raise _failure(conn.error, "reading the response head")
+                await conn.wait(self.timeouts.read)
+        except BaseException:
+            conn.close()  # cancelled, timed out or failed: the socket's state is unknown
+            raise
+        return StreamResponse(self, key, conn, parser)
+
+    async def _connect(self, key: _Key) -> _Connection:
+        if self._slots.locked():
+            try:
+                async with asyncio.timeout(self.timeouts.pool):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise httpx.PoolTimeout("no free upstream connection") from None
+        else:
+            await self._slots.acquire()
+        conn = _Connection(self._slots)
+        scheme, host, port = key
+        tls = self._tls() if scheme == "https" else None
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.timeouts.connect):
+                transport, _ = await loop.create_connection(
+                    lambda: conn, host, port, ssl=tls, server_hostname=host if tls else None
+                )
+        except TimeoutError:
+            conn.close()
+            raise httpx.ConnectTimeout(f"timed out connecting to {host}:{port}") from None
+        except OSError as exc:  # refused, unreachable, DNS, TLS
+            conn.close()
+            raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
+        except BaseException:
+            conn.close()
+            raise
+        # uvloop calls connection_made a loop turn later: the transport is known from here on.
+        conn.transport = transport
+        if conn.closed:  # it failed in the meantime
+            transport.abort()
+        return conn
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            # httpx's own verified context, so both clients trust the same servers.
+            self._ssl = httpx.create_ssl_context(trust_env=False)
+            self._ssl.set_alpn_protocols(["http/1.1"])
+        return self._ssl
+
+
+def _split(url: str) -> tuple[_Key, str]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise httpx.UnsupportedProtocol(f"cannot stream from {url!r}")
+    port = parts.port or (443 if scheme == "https" else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return (scheme, parts.hostname, port), target
+
+
+def _failure(error: BaseException | None, what: str) -> httpx.TransportError:
+    """A socket or parse failure as the httpx exception httpx itself would have raised."""
+    if isinstance(error, ResponseError):
+        return httpx.RemoteProtocolError(f"{error} while {what}")
+    if isinstance(error, OSError):
+        return httpx.ReadError(f"{error or type(error).__name__} while {what}")
+    return httpx.RemoteProtocolError(f"the server closed the connection while {what}")
