@@ -288,6 +288,7 @@ def create_app(settings: Settings, deps: Deps | None = None) -> FastAPI:
     """The ASGI application for ``settings``; ``deps`` replaces the default wiring (tests)."""
     keys = client_key_pairs(settings)
     secrets_registry.add(settings.refresh_token.get_secret_value(), *(key for _, key in keys))
+    secrets_registry.add_url_password(settings.redis_url)
     warn_short_keys(keys)
     app = FastAPI(
         title="trae2api",

@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Iterable, MutableMapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -30,7 +31,7 @@ _USAGE_KEYS = {"prompt_tokens", "completion_tokens", "total_tokens", "reasoning_
 
 
 class SecretRegistry:
-    """The secret values known at run time (refresh and access tokens, client keys)."""
+    """The secret values known at run time (tokens, client keys, the Redis password)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -42,6 +43,11 @@ class SecretRegistry:
         if fresh - self._values:
             with self._lock:
                 self._values = self._values | fresh
+
+    def add_url_password(self, url: str | None) -> None:
+        """The password of a ``scheme://user:password@host`` URL (``REDIS_URL``), if any."""
+        if url:
+            self.add(urlsplit(url).password)
 
     def scrub(self, text: str) -> str:
         for value in self._values:

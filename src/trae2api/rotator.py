@@ -54,6 +54,7 @@ def main() -> int:
     signal.alarm(_lifetime(request.setup))
     configure_logging(request.setup.log_level, request.setup.log_format)
     secrets_registry.add(request.current.refresh_token, request.current.access_token)
+    secrets_registry.add_url_password(request.setup.redis_url)
     outcome = asyncio.run(_rotate(request))
     try:
         sys.stdout.buffer.write(encode_reply(outcome))
