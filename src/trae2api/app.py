@@ -49,6 +49,7 @@ from trae2api.upstream.agent_client import AgentClient
 from trae2api.upstream.client import TraeClient, UpstreamIdentity
 from trae2api.upstream.imagex import ImageUploader
 from trae2api.upstream.streams import StreamPool, StreamTimeouts
+from trae2api.upstream.transport import upstream_http_client
 from trae2api.upstream.upload_cache import RedisUploadCache, SqliteUploadCache, UploadCache
 
 log = structlog.get_logger(__name__)
@@ -79,17 +80,7 @@ def build_deps(
     settings: Settings, *, metrics: Metrics | None = None, drain: Drain | None = None
 ) -> Deps:
     metrics = metrics or Metrics()
-    http = httpx.AsyncClient(
-        timeout=httpx.Timeout(
-            connect=settings.upstream_connect_timeout,
-            read=settings.upstream_read_timeout,
-            write=30.0,
-            pool=30.0,
-        ),
-        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
-        follow_redirects=False,
-        trust_env=False,
-    )
+    http = upstream_http_client(settings.upstream_connect_timeout, settings.upstream_read_timeout)
     # The chat stream's own lean client: the hot path; httpx keeps every other call.
     streams = StreamPool(
         StreamTimeouts(

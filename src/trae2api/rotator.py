@@ -13,7 +13,6 @@ import signal
 import sys
 from pathlib import Path
 
-import httpx
 import structlog
 
 from trae2api.auth.refresh_lock import kept_alive
@@ -29,6 +28,7 @@ from trae2api.auth.sqlite_store import SqliteStore
 from trae2api.auth.store import CredentialStore
 from trae2api.log import configure_logging, secrets_registry
 from trae2api.upstream.exchange import TokenExchanger
+from trae2api.upstream.transport import upstream_http_client
 
 log = structlog.get_logger("trae2api.rotator")
 
@@ -66,17 +66,19 @@ def main() -> int:
 
 
 async def _rotate(request: RotationRequest) -> Rotation | BaseException:
-    store = _open_store(request.setup)
+    setup = request.setup
+    store = _open_store(setup)
     # The gateway renews the lock while it waits for us; if it died, this keeps other processes
     # from presenting the (burnt) token until our write is done.
-    keep_lock = kept_alive(store, request.lock_owner, request.setup.lock_ttl, log)
+    keep_lock = kept_alive(store, request.lock_owner, setup.lock_ttl, log)
     try:
-        async with keep_lock, _exchange_client(request.setup) as http:
+        http = upstream_http_client(setup.connect_timeout, setup.read_timeout)
+        async with keep_lock, http:
             exchanger = TokenExchanger(
                 http,
-                base_url=request.setup.exchange_url,
-                client_id=request.setup.client_id,
-                user_id=request.setup.user_id,
+                base_url=setup.exchange_url,
+                client_id=setup.client_id,
+                user_id=setup.user_id,
             )
             rotation = await InlineRotator(exchanger, store).rotate(
                 request.current, request.lock_owner
@@ -115,13 +117,6 @@ def _open_store(setup: RotationSetup) -> CredentialStore:
 
         return RedisStore(setup.redis_url, prefix=setup.redis_prefix)
     return SqliteStore(Path(setup.sqlite_path))
-
-
-def _exchange_client(setup: RotationSetup) -> httpx.AsyncClient:
-    timeout = httpx.Timeout(
-        connect=setup.connect_timeout, read=setup.read_timeout, write=30.0, pool=30.0
-    )
-    return httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False)
 
 
 def _lifetime(setup: RotationSetup) -> int:

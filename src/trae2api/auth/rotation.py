@@ -44,7 +44,8 @@ class Rotator(Protocol):
     """Presents ``current.refresh_token`` once and stores what Trae answers.
 
     Raises ``ReauthRequired`` when Trae refused the token, and another error when nothing was
-    stored (the token may or may not have been presented); returns otherwise.
+    stored (the token may or may not have been presented); returns otherwise. ``lock_owner``
+    names the caller's held refresh lock: a rotator that can outlive its caller renews it.
     """
 
     async def rotate(self, current: Credentials, lock_owner: str) -> Rotation: ...
@@ -73,6 +74,7 @@ class InlineRotator:
         self._store = store
 
     async def rotate(self, current: Credentials, lock_owner: str) -> Rotation:
+        # ``lock_owner`` is not needed here: in this process the caller's RefreshLock renews it.
         result = await self._exchanger.exchange(current.refresh_token)
         # From here until compare_and_set returns, the rotated token exists only in this
         # process (protocol §2): nothing may come between the response and the durable write.
