@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -36,6 +37,36 @@ def free_socket() -> socket.socket:
 def free_port() -> int:
     with free_socket() as sock:
         return int(sock.getsockname()[1])
+
+
+def sdk(url: str, key: str = CLIENT_KEY, **kwargs: Any) -> openai.OpenAI:
+    """The official client for a gateway at ``url``, without its own retries."""
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, **kwargs)
+
+
+def key_works(url: str, key: str) -> bool:
+    """Whether the gateway accepts ``key`` (it lists the models, or answers 401)."""
+    try:
+        with sdk(url, key) as client:
+            client.models.list()
+    except openai.AuthenticationError:
+        return False
+    return True
+
+
+def ask(url: str, text: str, key: str = CLIENT_KEY) -> str:
+    """One non-streamed chat through the official client; the reply text."""
+    with sdk(url, key) as client:
+        reply = client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": text}]
+        )
+    return reply.choices[0].message.content or ""
+
+
+def ask_quietly(url: str, text: str = "doomed") -> None:
+    """A chat expected to fail (its gateway is killed while it waits)."""
+    with contextlib.suppress(openai.APIError):
+        ask(url, text)
 
 
 def gateway_env(sim: SimulatedTrae, data_dir: Path, **extra: Any) -> dict[str, str]:

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import openai
 
-from conftest import CLIENT_KEY, GatewayProcess, free_port, gateway_env
+from conftest import GatewayProcess, ask, free_port, gateway_env
 from trae2api.app import STORE_FILE
 from trae2api.testing import SimulatedTrae
 
@@ -153,14 +153,10 @@ def crash_loop(
 
 
 def _chat_ok(url: str) -> bool:
-    with openai.OpenAI(base_url=f"{url}/v1", api_key=CLIENT_KEY, max_retries=0) as client:
-        try:
-            reply = client.chat.completions.create(
-                model="gpt-4o", messages=[{"role": "user", "content": "still there?"}]
-            )
-        except openai.APIError:
-            return False
-    return "You said: still there?" in (reply.choices[0].message.content or "")
+    try:
+        return "You said: still there?" in ask(url, "still there?")
+    except openai.APIError:
+        return False
 
 
 def _settled(sim: SimulatedTrae, read_store: StoreReader, books: _Books) -> str:

@@ -12,7 +12,7 @@ import openai
 import pytest
 import redis
 
-from conftest import GatewayProcess, free_port, gateway_env, wait_for
+from conftest import GatewayProcess, free_port, gateway_env, key_works, sdk, wait_for
 from trae2api.api.keys import read_keys_file
 from trae2api.errors import ConfigError
 from trae2api.testing import SimulatedTrae
@@ -22,19 +22,6 @@ KEY_B = "beta-key-0123456789abcdef0"
 SHORT = "tiny-key-1"
 REDIS_URL = "redis://127.0.0.1:6379/13"
 CHAT: dict[str, Any] = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
-
-
-def sdk(url: str, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
-
-
-def works(url: str, key: str) -> bool:
-    try:
-        with sdk(url, key) as client:
-            client.models.list()
-    except openai.AuthenticationError:
-        return False
-    return True
 
 
 @pytest.mark.parametrize(
@@ -85,15 +72,15 @@ def test_a_key_is_revoked_alone_by_sighup(sim: SimulatedTrae, tmp_path: Path) ->
     gateway.start()
     try:
         assert gateway.process is not None
-        assert all(works(gateway.url, key) for key in (KEY_A, KEY_B, SHORT))
+        assert all(key_works(gateway.url, key) for key in (KEY_A, KEY_B, SHORT))
         keys.write_text(f"alpha: {KEY_A}\n")
         gateway.process.send_signal(signal.SIGHUP)
-        assert wait_for(lambda: not works(gateway.url, KEY_B))
-        assert works(gateway.url, KEY_A)
+        assert wait_for(lambda: not key_works(gateway.url, KEY_B))
+        assert key_works(gateway.url, KEY_A)
         keys.write_text("alpha " + KEY_A + "\n")
         gateway.process.send_signal(signal.SIGHUP)
         assert wait_for(lambda: "client_keys_reload_failed" in gateway.log_path.read_text())
-        assert works(gateway.url, KEY_A)
+        assert key_works(gateway.url, KEY_A)
     finally:
         gateway.stop()
     log_text = gateway.log_path.read_text()

@@ -20,11 +20,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-import openai
 import pytest
 import yaml
 
-from conftest import CLIENT_KEY, REDIS_TEST_URL, GatewayProcess, free_port, gateway_env
+from conftest import CLIENT_KEY, REDIS_TEST_URL, GatewayProcess, ask, free_port, gateway_env
 from test_docker_path import ENV_EXAMPLE, image_env
 from trae2api.config import Settings
 from trae2api.testing import SimulatedTrae
@@ -289,15 +288,6 @@ def on_this_host(env: dict[str, str], data_dir: Path, redis_prefix: str) -> dict
     local["HOST"] = "127.0.0.1"
     # PORT: GatewayProcess puts a free local port in place of the container's 17080.
     return local
-
-
-def ask(url: str, text: str) -> str:
-    """One chat through the openai SDK with the key from the env_file; the reply text."""
-    with openai.OpenAI(base_url=f"{url}/v1", api_key=CLIENT_KEY, max_retries=0) as client:
-        reply = client.chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": text}]
-        )
-    return reply.choices[0].message.content or ""
 
 
 def account_status(url: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 import openai
 import pytest
 
-from conftest import CLIENT_KEY, Gateway, GatewayProcess, free_port, gateway_env, wait_for
+from conftest import Gateway, GatewayProcess, free_port, gateway_env, sdk, wait_for
 from trae2api.app import STORE_FILE
 from trae2api.auth.credentials import fingerprint
 from trae2api.auth.manager import OPERATOR_INSTRUCTIONS
@@ -45,10 +45,6 @@ def ask(client: openai.OpenAI, text: str = "hi") -> str:
         model="gpt-4o", messages=[{"role": "user", "content": text}]
     )
     return reply.choices[0].message.content or ""
-
-
-def sdk(url: str, key: str = CLIENT_KEY) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
 
 
 def log_events(path: Path) -> list[dict[str, Any]]:

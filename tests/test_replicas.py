@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import threading
 import time
@@ -16,7 +15,15 @@ import psutil
 import pytest
 import redis
 
-from conftest import CLIENT_KEY, REDIS_TEST_URL, GatewayProcess, free_port, gateway_env, wait_for
+from conftest import (
+    REDIS_TEST_URL,
+    GatewayProcess,
+    ask,
+    ask_quietly,
+    free_port,
+    gateway_env,
+    wait_for,
+)
 from crashloop import redis_reader
 from trae2api.testing import SimulatedTrae
 
@@ -48,15 +55,6 @@ def replicas(sim: SimulatedTrae, tmp_path: Path, redis_prefix: str) -> Iterator[
     yield start
     for gateway in started:
         gateway.stop()
-
-
-def ask(url: str, text: str) -> str:
-    """One chat through the openai SDK; the reply text."""
-    with openai.OpenAI(base_url=f"{url}/v1", api_key=CLIENT_KEY, max_retries=0) as client:
-        reply = client.chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": text}]
-        )
-    return reply.choices[0].message.content or ""
 
 
 def lock_owner(prefix: str) -> str | None:
@@ -101,7 +99,7 @@ def _holder_mid_exchange(sim: SimulatedTrae, group: list[GatewayProcess], prefix
     assert wait_for(lambda: lock_owner(prefix) is None, timeout=10)  # the first login is stored
     sim.control.configure(exchange_delay=3)
     sim.control.expire_access()
-    doomed = threading.Thread(target=_ask_quietly, args=(group[0].url,), daemon=True)
+    doomed = threading.Thread(target=ask_quietly, args=(group[0].url,), daemon=True)
     doomed.start()
     assert wait_for(lambda: lock_owner(prefix) is not None, timeout=10)
     owner = lock_owner(prefix)
@@ -158,11 +156,6 @@ def test_host_death_mid_exchange_costs_the_account_and_nothing_more(
     version, stored = redis_reader(REDIS_TEST_URL, redis_prefix)()
     assert version == 1  # the store still holds the last durable token: not overwritten
     assert stored != stats["current_refresh_token"]  # the newest died with the host
-
-
-def _ask_quietly(url: str) -> None:
-    with contextlib.suppress(openai.APIError):  # the replica is killed while this one waits
-        ask(url, "doomed")
 
 
 def _outcome(url: str) -> tuple[int, str | None]:

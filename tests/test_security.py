@@ -13,7 +13,7 @@ import httpx2
 import openai
 import pytest
 
-from conftest import CLIENT_KEY, Gateway, GatewayProcess, free_port, gateway_env, wait_for
+from conftest import CLIENT_KEY, Gateway, GatewayProcess, free_port, gateway_env, sdk, wait_for
 from trae2api.testing import SimulatedTrae
 
 NO_AUTH_HEADER = {"Authorization": openai.Omit()}
@@ -35,10 +35,6 @@ def assert_envelope(
     if code is not None:
         assert error["code"] == code
     return error  # type: ignore[no-any-return]
-
-
-def sdk(url: str, key: str = CLIENT_KEY, **kwargs: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, **kwargs)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -11,11 +10,18 @@ import threading
 import time
 from pathlib import Path
 
-import openai
 import psutil
 import pytest
 
-from conftest import CLIENT_KEY, GatewayProcess, free_port, gateway_env, wait_for
+from conftest import (
+    GatewayProcess,
+    ask_quietly,
+    free_port,
+    gateway_env,
+    key_works,
+    sdk,
+    wait_for,
+)
 from crashloop import sqlite_reader
 from trae2api.testing import SimulatedTrae
 
@@ -36,19 +42,6 @@ if status < 0:
     os.kill(os.getpid(), -status)
 sys.exit(status)
 """
-
-
-def sdk(url: str, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
-
-
-def works(url: str, key: str) -> bool:
-    try:
-        with sdk(url, key) as client:
-            client.models.list()
-    except openai.AuthenticationError:
-        return False
-    return True
 
 
 def cmdline(process: psutil.Process) -> str:
@@ -108,10 +101,10 @@ def test_supervised_gateway_serves_reloads_on_sighup_and_stops_on_sigterm(
                 model="gpt-4o", messages=[{"role": "user", "content": "supervised"}]
             )
         assert "You said: supervised" in (reply.choices[0].message.content or "")
-        assert not works(gateway.url, KEY_B)
+        assert not key_works(gateway.url, KEY_B)
         keys.write_text(f"alpha: {KEY_A}\nbeta: {KEY_B}\n")
         supervisor.send_signal(signal.SIGHUP)
-        assert wait_for(lambda: works(gateway.url, KEY_B))
+        assert wait_for(lambda: key_works(gateway.url, KEY_B))
         assert supervisor.is_running()
         asked = time.monotonic()
         supervisor.send_signal(signal.SIGTERM)
@@ -138,7 +131,7 @@ def test_gateway_killed_under_the_supervisor_still_stores_the_rotation(
         assert wait_for(lambda: sim.control.stats()["exchanges_ok"] == 1, timeout=10)
         sim.control.configure(exchange_delay=2.0)
         sim.control.expire_access()
-        threading.Thread(target=_ask_quietly, args=(gateway.url,), daemon=True).start()
+        threading.Thread(target=ask_quietly, args=(gateway.url,), daemon=True).start()
         assert wait_for(lambda: sim.control.stats()["exchanges_ok"] == 2, timeout=10)  # burnt
         child = gateway_child(supervisor.pid)
         (rotator,) = [p for p in child.children() if "trae2api.rotator" in cmdline(p)]
@@ -203,10 +196,3 @@ def test_the_supervisor_outlives_orphans_and_reports_like_a_shell(
     assert result.returncode == reported, result.stderr
     assert done.read_text() == "stored"
     assert result.stderr == ""
-
-
-def _ask_quietly(url: str) -> None:
-    with contextlib.suppress(openai.APIError), sdk(url, CLIENT_KEY) as client:
-        client.chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "doomed"}]
-        )
