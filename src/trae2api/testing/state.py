@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 
-from trae2api.testing.agent_catalog import default_agent_models
+from trae2api.testing.agent_catalog import TABLE_CODE_FLOOR
+from trae2api.testing.agent_tables import default_agent_models
 from trae2api.testing.image_store import IMAGE_CONFIG_KEYS, ImageStore
 from trae2api.testing.tokens import (
     DEFAULT_ACCESS_TTL,
@@ -57,6 +58,7 @@ _CONFIG_KEYS = frozenset(
         "fail_status",
         "models",
         "agent_models",
+        "table_code_floor",
     }
 )
 _REQUEST_IDS_KEPT = 4096
@@ -120,6 +122,7 @@ class SimState:
         self.refresh_ttl = refresh_ttl
         self.exchange_delay = 0.0
         self.min_version_code: int | None = None
+        self.table_code_floor = TABLE_CODE_FLOOR
         self.model_list_fail = False
         self._models = copy.deepcopy(models) if models is not None else default_models()
         self._agent_models = default_agent_models()
@@ -146,6 +149,7 @@ class SimState:
 
     def configure(self, **changes: Any) -> None:
         """Change switches: access_ttl, refresh_ttl, exchange_delay, min_version_code,
+        table_code_floor (the lowest ``x-ide-version-code`` that selects the agent model table),
         model_list_fail, fail_next_chats, fail_status, models, agent_models (``{pool: [entry]}``,
         the first pool is the account's own), and the image switches of ``ImageStore``.
         Unknown keys raise ValueError."""
@@ -163,6 +167,8 @@ class SimState:
                     self._models = copy.deepcopy(list(value))
                 elif key == "agent_models":
                     self._agent_models = _agent_catalogue(value)
+                elif key == "table_code_floor":
+                    self.table_code_floor = int(value)
                 elif key == "min_version_code":
                     self.min_version_code = None if value is None else int(value)
                 elif key == "model_list_fail":
@@ -316,6 +322,7 @@ class SimState:
                 "refresh_ttl": self.refresh_ttl,
                 "exchange_delay": self.exchange_delay,
                 "min_version_code": self.min_version_code,
+                "table_code_floor": self.table_code_floor,
                 "model_list_fail": self.model_list_fail,
                 **self.images.stats(),
             }
