@@ -240,3 +240,49 @@ def test_non_numeric_code_is_still_a_400(
     response = client.post(CATALOGUE, headers=headers, json=catalogue_body())
     assert response.status_code == 400
     assert response.json()["header"] == "x-ide-version-code"
+
+
+def reasoning_of(events: list[tuple[str, Any]]) -> str:
+    return "".join(d["reasoning_content"] for n, d in events if n == "output")
+
+
+@pytest.mark.parametrize(
+    ("model", "pool", "level", "code"),
+    [
+        ("glm-5.2", "chat_v3", "light", None),
+        ("glm-5.2", "chat_v3", "extra_high", None),
+        ("deepseek-v3.2", "chat_v3", "high", None),
+        ("deepseek-v3.2", "chat_v3", "extra_high", 4001),
+        ("glm-5.2", "chat_v3", "medium", 4001),
+        ("glm-5.2", "chat_v3", "HIGH", 4001),
+        ("glm-5.2", "chat_v3", 2, 4001),
+        ("glm-5.3", "solo_work_remote", "high", 4001),
+        ("kimi-k2", "chat_v3", "high", 4001),
+        (None, "chat_v3", "light", None),
+    ],
+)
+def test_reasoning_effort_level(
+    sim: SimulatedTrae,
+    client: httpx.Client,
+    token: str,
+    model: str | None,
+    pool: str,
+    level: Any,
+    code: int | None,
+) -> None:
+    """reasoning_effort_level passes only with a declared level, which the reasoning names."""
+    body = {**agent_chat_body("why", model, pool), "reasoning_effort_level": level}
+    events = chat(client, sim, token, body)
+    if code is None:
+        assert reasoning_of(events) == f"Let me think about why with {level} effort."
+    else:
+        assert [(n, d["code"]) for n, d in events] == [("error", code)]
+        assert "reasoning_effort_level" in events[0][1]["message"]
+
+
+def test_no_level_keeps_the_plain_reasoning(
+    sim: SimulatedTrae, client: httpx.Client, token: str
+) -> None:
+    """Without reasoning_effort_level the reasoning text names no level."""
+    events = chat(client, sim, token, agent_chat_body("why", "glm-5.2"))
+    assert reasoning_of(events) == "Let me think about why."

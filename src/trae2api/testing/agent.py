@@ -25,21 +25,22 @@ else HTTP 400 naming the header; then, in-stream (HTTP 200, one ``error`` event)
 missing or neither the account's nor the product app id → 4001 "expr_path=app_id"; the version gate
 (4001 "param is invalid"); the body (``agent_validation.check_agent_chat``: 2001 function, 4023
 forbidden keys or unknown model, 4001 shape or model of another pool or ``max_tokens`` above the
-model's output limit, 4027 tool-call pairing, 4006 when the prompt's characters / 4 exceed the
-model's context window); image parts (``images_seen.agent_image_note``: 4001 "model does not accept
-images" when the model's entry is not multimodal, 4001 for a data URL that is not a readable base64
-image of its media type or a URL neither data: nor http(s)); then a scripted answer if one is
-queued; then ``[sim:http]``, ``[sim:reset]``, ``[sim:empty]``; stale version (below
-``min_version_code``) → 4120; unknown directives → 4001; ``[sim:call]`` without ``tools`` → 4001;
-then the reply.
+model's output limit or ``reasoning_effort_level`` not among the model's declared levels, 4027
+tool-call pairing, 4006 when the prompt's characters / 4 exceed the model's context window); image
+parts (``images_seen.agent_image_note``: 4001 "model does not accept images" when the model's entry
+is not multimodal, 4001 for a data URL that is not a readable base64 image of its media type or a
+URL neither data: nor http(s)); then a scripted answer if one is queued; then ``[sim:http]``,
+``[sim:reset]``, ``[sim:empty]``; stale version (below ``min_version_code``) → 4120; unknown
+directives → 4001; ``[sim:call]`` without ``tools`` → 4001; then the reply.
 
 The stream uses the agent framing: ``event:x`` / ``data:{...}`` lines, no space, no blank lines:
 ``metadata`` {prompt_completion_id}, ``timing_cost`` {provider_model_name: the served model, e.g.
 ``glm-5.2-0915``}, queue events, ``progress_notice`` (a JSON string), ``output`` ×N {response,
 reasoning_content, tool_calls}, ``extra_info`` {request_id}, ``token_usage`` {prompt, completion,
 total, reasoning, cache_read_input tokens}, ``notify_usage``, ``done`` {"finish_reason": "stop"}
-(always stop, also after tool calls). Reasoning models stream reasoning_content first. The answer:
-trailing ``tool`` messages → "Tool results: NAME → content" (joined by "; "); else the
+(always stop, also after tool calls). Reasoning models stream reasoning_content first ("Let me think
+about <text>.", or "... <text> with <level> effort." when ``reasoning_effort_level`` came). The
+answer: trailing ``tool`` messages → "Tool results: NAME → content" (joined by "; "); else the
 ``[sim:call]`` calls; else ``tool_choice`` ``required`` (first tool, ``{}``) or a tool name (that
 tool, ``{}``); else "Hello! You said: <text> (turn N)", followed by `` [saw N image(s): <w>x<h>
 <format> sha256:<12 hex>; ...]`` (``remote <url>`` for http(s) URLs) when the last user message has

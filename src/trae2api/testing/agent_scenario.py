@@ -128,6 +128,8 @@ def decide_answer(chat: AgentChat, found: Directives, cleaned: str) -> Answer:
     """Tool results answered with text; else the ``[sim:call]`` calls; else a forced
     ``tool_choice``; else the default (or ``[sim:long]``) text."""
     reasoning = f"Let me think about {cleaned or 'this'}." if chat.model.reasoning else ""
+    if chat.effort_level is not None:  # dialect §7: make the level visible to tests
+        reasoning = f"Let me think about {cleaned or 'this'} with {chat.effort_level} effort."
     results = tool_results(chat)
     if results:
         return Answer(reasoning, results_answer(results), ())

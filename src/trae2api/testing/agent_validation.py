@@ -39,7 +39,7 @@ CATALOGUE_CONSTANTS: dict[str, Any] = {
 _NUMBER_KEYS = ("temperature", "top_p", "frequency_penalty", "presence_penalty")
 _KNOWN_KEYS = frozenset(
     {"function", "config_name", "model", "stream", "messages", "tools", "tool_choice"}
-    | {"max_tokens", "stop", "seed", *_NUMBER_KEYS}
+    | {"max_tokens", "stop", "seed", "reasoning_effort_level", *_NUMBER_KEYS}
 )
 _MESSAGE_KEYS = frozenset({"role", "content", "tool_calls", "tool_call_id", "name"})
 _PRESENT_HEADERS = ("x-ide-version", "x-request-id", "x-device-cpu", "x-device-brand")
@@ -82,6 +82,7 @@ class AgentChat:
     tool_choice: str | None
     max_tokens: int | None
     image_note: str = ""  # " [saw N image(s): ...]" for the last user message's image parts
+    effort_level: str | None = None  # dialect §7 ``reasoning_effort_level``, when sent
 
 
 # -- headers (§2) ------------------------------------------------------------------------------
@@ -178,6 +179,7 @@ def check_agent_chat(body: Any, catalogue: Catalogue) -> AgentChat:
         tools=tools,
         tool_choice=_check_tool_choice(body, tools),
         max_tokens=_check_max_tokens(body, model),
+        effort_level=_check_effort(body, model),
     )
     _check_context(body, messages, model)
     return chat
@@ -353,6 +355,20 @@ def _check_max_tokens(body: Mapping[str, Any], model: AgentModel) -> int | None:
     if value > model.max_tokens:
         raise _bad(f"max_tokens {value} exceeds {model.max_tokens} for {model.config_name}")
     return value
+
+
+def _check_effort(body: Mapping[str, Any], model: AgentModel) -> str | None:
+    """Dialect §7: ``reasoning_effort_level`` only for a model that declares levels, and only
+    one of its declared levels."""
+    if "reasoning_effort_level" not in body:
+        return None
+    level = body["reasoning_effort_level"]
+    if not model.effort_levels:
+        raise _bad(f"reasoning_effort_level is not supported by {model.config_name}")
+    if level not in model.effort_levels:
+        allowed = ", ".join(model.effort_levels)
+        raise _bad(f"reasoning_effort_level must be one of {allowed} for {model.config_name}")
+    return str(level)
 
 
 def _check_context(
