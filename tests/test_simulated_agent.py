@@ -467,7 +467,15 @@ def test_queue_comes_after_timing_cost(
     [
         (
             "[sim:error 4011]",
-            lambda ev: ev == [("error", {"code": 4011, "message": "rate limited"})],
+            lambda ev: (
+                ev
+                == [
+                    (
+                        "error",
+                        {"code": 4011, "message": "request rate limited, please try again later"},
+                    )
+                ]
+            ),
         ),
         ("[sim:midstream-error 5001] [sim:long 8]", lambda ev: ev[-1][1]["code"] == 5001),
         ("[sim:nodone]", lambda ev: ev[-1][0] == "notify_usage"),

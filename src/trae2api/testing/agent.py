@@ -76,7 +76,7 @@ from starlette.routing import Route
 
 from trae2api.testing.admin import json_response, read_json
 from trae2api.testing.agent_catalog import table_selected
-from trae2api.testing.agent_scenario import plan_agent_chat
+from trae2api.testing.agent_scenario import last_user_text, plan_agent_chat
 from trae2api.testing.agent_validation import (
     PARAM_INVALID,
     AgentRejected,
@@ -177,7 +177,10 @@ class _AgentUpstream:
         minimum = self.state.min_version_code
         too_old = minimum is not None and int(headers.get("x-ide-version-code", "0")) < minimum
         request_id = headers["x-request-id"]
-        return plan_agent_chat(chat, ordinal=ordinal, request_id=request_id, too_old=too_old)
+        attempt = self.state.note_attempt(last_user_text(chat))
+        return plan_agent_chat(
+            chat, ordinal=ordinal, request_id=request_id, too_old=too_old, attempt=attempt
+        )
 
 
 def agent_routes(state: SimState) -> list[Route]:

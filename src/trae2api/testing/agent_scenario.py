@@ -20,6 +20,7 @@ from trae2api.testing.scenario import (
     error_frame,
     parse_directives,
     queue_frames,
+    transient_failure,
     with_wait,
     word_count,
     words,
@@ -51,8 +52,11 @@ def last_user_text(chat: AgentChat) -> str:
     return next((m.text for m in reversed(chat.messages) if m.role == "user"), "")
 
 
-def plan_agent_chat(chat: AgentChat, *, ordinal: int, request_id: str, too_old: bool) -> Plan:
-    """The whole answer to a valid agent chat; ``ordinal`` numbers the chat (from 1)."""
+def plan_agent_chat(
+    chat: AgentChat, *, ordinal: int, request_id: str, too_old: bool, attempt: int = 1
+) -> Plan:
+    """The whole answer to a valid agent chat; ``ordinal`` numbers the chat (from 1),
+    ``attempt`` the chats with this same last user text (from 1, for ``[sim:transient]``)."""
     found, cleaned = parse_directives(last_user_text(chat), AGENT_FLAGS, "call")
     if found.http is not None:
         return Plan(http_status=found.http)
@@ -71,6 +75,10 @@ def plan_agent_chat(chat: AgentChat, *, ordinal: int, request_id: str, too_old: 
         problem = error_frame(4001, msg_variant=variant, message="[sim:call] needs tools")
     if problem is not None:
         return Plan((problem,), agent=True)
+    metadata = {"prompt_completion_id": AGENT_COMPLETION_BASE + ordinal}
+    failing = transient_failure(found, attempt, metadata)
+    if failing:
+        return Plan(tuple(failing), agent=True)
     frames = _stream_frames(chat, found, cleaned, ordinal, request_id)
     return Plan(with_wait(frames, found.wait), agent=True)
 

@@ -26,11 +26,13 @@ REASONING_MODELS = frozenset({"deepseek-R1"})
 QUEUE_INTERVAL = 0.2
 ERROR_MESSAGES = {
     1001: "not authenticated",
-    1005: "quota exhausted",
-    3003: "service busy",
+    1005: "your plan does not include this feature: entitlement insufficient",
+    3003: "server is busy, please try again later",
     4001: "invalid parameter",
-    4008: "credit exhausted",
-    4011: "rate limited",
+    4006: "the input is too long for the model's context window",
+    4008: "credits exhausted: your ide_credits balance is 0",
+    4011: "request rate limited, please try again later",
+    4022: "input tokens exceed the model limit (about 1000000 tokens)",
     4017: "risk control: device or IP refused",
     4023: "model not found",
     4028: "too frequent",
@@ -49,6 +51,7 @@ LEGACY_FLAGS = COMMON_FLAGS | {
     "text-then-call",
 }
 LEAD_IN = "Let me use a tool for that."
+TRANSIENT = "transient"
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class Directives:
     midstream_error: int | None = None
     finish: str | None = None
     http: int | None = None
+    transient: tuple[int, int] | None = None  # (code, attempts that fail)
     flags: set[str] = field(default_factory=set)
     unknown: list[str] = field(default_factory=list)
     calls: list[ScriptedCall] = field(default_factory=list)
@@ -108,7 +112,12 @@ def parse_directives(
 
 
 def _apply(found: Directives, name: str, arg: str, flags: frozenset[str]) -> None:
-    if name in flags and not arg:
+    if name == TRANSIENT:
+        code, times = (int(part) for part in arg.split())  # ValueError unless exactly two
+        if code <= 0 or times < 0:
+            raise ValueError(name)
+        found.transient = (code, times)
+    elif name in flags and not arg:
         found.flags.add(name)
     elif name in _INT_ARG:
         value = int(arg)
@@ -151,9 +160,15 @@ def reply_text(request: ChatRequest, cleaned_input: str) -> str:
 
 
 def plan_chat(
-    request: ChatRequest, *, completion_id: int, known_model: bool, too_old: bool
+    request: ChatRequest,
+    *,
+    completion_id: int,
+    known_model: bool,
+    too_old: bool,
+    attempt: int = 1,
 ) -> Plan:
-    """The whole answer to a valid chat request."""
+    """The whole answer to a valid chat request; ``attempt`` counts the chats with this same
+    last user text (from 1), for ``[sim:transient]``."""
     found, cleaned = parse_directives(without_tool_responses(request.user_input))
     if found.http is not None:
         return Plan(http_status=found.http)
@@ -169,8 +184,23 @@ def plan_chat(
         bad = ", ".join(found.unknown)
         error = error_frame(4001, msg_variant=variant, message=f"unknown sim directive {bad}")
         return Plan((error,), compact=compact)
+    failing = transient_failure(found, attempt, {"prompt_completion_id": completion_id})
+    if failing:
+        return Plan(tuple(failing), compact=compact)
     frames = _stream_frames(request, found, cleaned, completion_id)
     return Plan(with_wait(frames, found.wait), compact=compact)
+
+
+def transient_failure(found: Directives, attempt: int, metadata: dict[str, Any]) -> list[Frame]:
+    """``[sim:transient CODE K]``: attempts 1..K are ``metadata`` then an ``error`` CODE,
+    before any output (dialect §7 3003); later attempts (and no directive) give []."""
+    if found.transient is None or attempt > found.transient[1]:
+        return []
+    code = found.transient[0]
+    return [
+        Frame("metadata", metadata),
+        error_frame(code, msg_variant="msg-variant" in found.flags),
+    ]
 
 
 def with_wait(frames: list[Frame], wait: float) -> tuple[Frame, ...]:

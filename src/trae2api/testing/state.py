@@ -10,7 +10,7 @@ import copy
 import secrets
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -137,6 +137,7 @@ class SimState:
         self._scripts: deque[list[dict[str, Any]]] = deque()
         self._last_chat: dict[str, Any] | None = None
         self._last_agent_chat: dict[str, Any] | None = None
+        self._attempts: OrderedDict[str, int] = OrderedDict()
         self.images.reset()
 
     def reset(self) -> None:
@@ -281,6 +282,16 @@ class SimState:
             if request_id in self._request_ids:
                 self._counters["request_id_reuses"] += 1
             self._request_ids.append(request_id)
+
+    def note_attempt(self, last_user_text: str) -> int:
+        """How many chats (this one included) came with this last user text: the attempt
+        number ``[sim:transient]`` counts (the newest 4096 texts are remembered)."""
+        with self._lock:
+            count = self._attempts.pop(last_user_text, 0) + 1
+            self._attempts[last_user_text] = count
+            while len(self._attempts) > _REQUEST_IDS_KEPT:
+                self._attempts.popitem(last=False)
+            return count
 
     def take_chat_failure(self) -> int | None:
         """The HTTP status this chat must fail with (consuming one of ``fail_next_chats``)."""

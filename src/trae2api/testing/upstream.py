@@ -11,6 +11,9 @@ they are removed from the text the default reply echoes:
     [sim:slow MS]            MS milliseconds before every output event
     [sim:long N]             the answer is exactly N output chunks: "word1 word2 ... wordN"
     [sim:error CODE]         the stream is one error event {"code": CODE, "message": ...}
+    [sim:transient CODE K]   the first K chats with this same last user text (counted since the
+                             last reset) are metadata then error {"code": CODE} before any output;
+                             later ones answer normally (dialect §7: 3003 is retried)
     [sim:midstream-error C]  metadata, about half the output, then error {"code": C, ...}; no done
     [sim:nodone]             no done event at the end
     [sim:nousage]            no token_usage event
@@ -207,6 +210,7 @@ class _Upstream:
                 completion_id=_COMPLETION_ID_BASE + ordinal,
                 known_model=chat.model_name in self.state.model_names(),
                 too_old=minimum is not None and version_code < minimum,
+                attempt=self.state.note_attempt(chat.user_input),
             )
         return respond(plan, self.state) if fault is None else chat_fault_response(fault, plan)
 
