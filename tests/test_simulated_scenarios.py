@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import httpx
@@ -21,11 +22,16 @@ from simkit import (
 )
 from trae2api.testing import SimulatedTrae
 from trae2api.testing.agent_scenario import AGENT_FLAGS
-from trae2api.testing.scenario import parse_directives
+from trae2api.testing.scenario import parse_directives, snapshots
 
 shared_sim, sim, token = simkit.sim_fixtures()
 shared_client, client = simkit.client_fixtures()
 Events = list[tuple[str, Any]]
+SAID_HI = "Hello! You said: hi (turn 0)"
+WEATHER = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": '{"type": "object"}'},
+}
 
 
 def agent(client: httpx.Client, sim: SimulatedTrae, token: str, body: Body) -> Events:
@@ -129,3 +135,92 @@ def test_error_directive_has_realistic_messages(
         assert names(events) == ["error"]
         assert events[0][1]["code"] == code
         assert words in events[0][1]["message"]
+
+
+def responses(events: Events) -> list[str]:
+    return [data["response"] for name, data in events if name == "output"]
+
+
+def thoughts(events: Events) -> list[str]:
+    return [data["reasoning_content"] for name, data in events if name == "output"]
+
+
+@pytest.mark.parametrize(
+    ("pieces", "expected"),
+    [
+        ([], []),
+        (["a"], ["a", "a"]),
+        (["ha", "ha", "ha"], ["ha", "haha", "hahaha", "hahaha"]),
+        (["x", "", "y"], ["x", "x", "xy", "xy"]),
+    ],
+)
+def test_snapshots(pieces: list[str], expected: list[str]) -> None:
+    """Each piece becomes the text so far, and the last snapshot is repeated once."""
+    assert snapshots(pieces) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "pieces", "cumulative"),
+    [
+        ("[sim:pieces ha|ha|ha]", ("ha", "ha", "ha"), False),
+        ("[sim:pieces a b|c] [sim:cumulative]", ("a b", "c"), True),
+        ("[sim:pieces]", None, False),
+    ],
+)
+def test_pieces_directive_parses(
+    text: str, pieces: tuple[str, ...] | None, cumulative: bool
+) -> None:
+    """[sim:pieces a|b] splits on "|"; [sim:cumulative] is a flag; pieces need an argument."""
+    found, _ = parse_directives(text, AGENT_FLAGS, "call")
+    assert found.pieces == pieces
+    assert ("cumulative" in found.flags) is cumulative
+    assert bool(found.unknown) is (pieces is None)
+
+
+def test_cumulative_agent_stream(sim: SimulatedTrae, client: httpx.Client, token: str) -> None:
+    """[sim:cumulative] sends growing snapshots of reasoning and answer, the last one twice."""
+    events = agent(client, sim, token, agent_chat_body("hi [sim:cumulative]", "glm-5.2"))
+    thinking = [t for t in thoughts(events) if t]
+    said = [r for r in responses(events) if r]
+    for series, final in ((thinking, "Let me think about hi."), (said, SAID_HI)):
+        assert series[-1] == series[-2] == final
+        assert len(series) > 3
+        assert all(b.startswith(a) and len(b) > len(a) for a, b in pairwise(series[:-1]))
+    outs = [d for n, d in events if n == "output"]
+    assert all(not (o["response"] and o["reasoning_content"]) for o in outs)
+    assert names(events)[-1] == "done"
+
+
+def test_cumulative_with_tool_calls(sim: SimulatedTrae, client: httpx.Client, token: str) -> None:
+    """Under [sim:cumulative] the lead-in text is snapshots while call arguments stay fragments."""
+    message = '[sim:cumulative] [sim:text-then-call] [sim:call get_weather {"city": "Paris"}]'
+    body = {**agent_chat_body(message), "tools": [WEATHER]}
+    events = agent(client, sim, token, body)
+    said = [r for r in responses(events) if r]
+    assert said[-1] == said[-2] == "Let me use a tool for that."
+    calls = [d["tool_calls"][0] for n, d in events if n == "output" and d["tool_calls"]]
+    assert "".join(c["function_call"]["arguments"] for c in calls) == '{"city": "Paris"}'
+    assert all(d["response"] == "" for n, d in events if n == "output" and d["tool_calls"])
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("[sim:pieces ha|ha|ha]", ["ha", "ha", "ha"]),
+        ("[sim:pieces ha|ha|ha] [sim:cumulative]", ["ha", "haha", "hahaha", "hahaha"]),
+        ("[sim:pieces a|a|ab|b]", ["a", "a", "ab", "b"]),
+    ],
+)
+def test_pieces_are_sent_exactly(
+    sim: SimulatedTrae, client: httpx.Client, token: str, message: str, expected: list[str]
+) -> None:
+    """[sim:pieces] streams exactly the given deltas (or their snapshots) on both dialects."""
+    assert responses(agent(client, sim, token, agent_chat_body(message))) == expected
+    assert responses(legacy(client, sim, token, message)) == expected
+
+
+def test_cumulative_on_legacy(sim: SimulatedTrae, client: httpx.Client, token: str) -> None:
+    """The legacy chat sends snapshots too under [sim:cumulative]."""
+    said = responses(legacy(client, sim, token, "hi [sim:cumulative]"))
+    assert said[-1] == said[-2] == SAID_HI
+    assert all(b.startswith(a) for a, b in pairwise(said))

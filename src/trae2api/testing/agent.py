@@ -49,6 +49,7 @@ image parts.
 Directives in the last ``user`` message: ``[sim:queue N]``, ``[sim:wait S]``, ``[sim:slow MS]``,
 ``[sim:long N]``, ``[sim:error CODE]``, ``[sim:midstream-error CODE]``, ``[sim:nodone]``,
 ``[sim:nousage]``, ``[sim:done-empty]``, ``[sim:finish X]``, ``[sim:msg-variant]``,
+``[sim:transient CODE K]``, ``[sim:cumulative]``, ``[sim:pieces a|b|c]``,
 ``[sim:http STATUS]``, ``[sim:reset]`` as in the legacy dialect, plus:
 
     [sim:empty]              HTTP 200 text/event-stream with no events at all
@@ -58,6 +59,10 @@ Directives in the last ``user`` message: ``[sim:queue N]``, ``[sim:wait S]``, ``
     [sim:solo-extras]        fragments (and their function objects) carry "namespace" and
                              "partial_arguments" keys
     [sim:text-then-call]     "Let me use a tool for that." streams before the calls
+
+With ``[sim:cumulative]`` the text fields are snapshots while tool-call ``arguments`` stay
+fragments (the record shows cumulative ``response`` only; SOLO's ``partial_arguments`` is the
+cumulative form of the arguments, see ``[sim:solo-extras]``).
 
 Each call's arguments (``json.dumps`` text) stream as ≥ 3 fragments: the first carries ``index``,
 ``id`` (``call_<chat ordinal>_<index>``), ``type: "function"`` and ``function_call: {name,

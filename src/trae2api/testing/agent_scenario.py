@@ -20,6 +20,7 @@ from trae2api.testing.scenario import (
     error_frame,
     parse_directives,
     queue_frames,
+    snapshots,
     transient_failure,
     with_wait,
     word_count,
@@ -45,6 +46,7 @@ class Answer:
     reasoning: str
     text: str
     calls: tuple[ScriptedCall, ...]
+    pieces: tuple[str, ...] | None = None  # exact deltas of ``text`` ([sim:pieces])
 
 
 def last_user_text(chat: AgentChat) -> str:
@@ -134,7 +136,7 @@ def _forced_calls(chat: AgentChat) -> tuple[ScriptedCall, ...]:
 
 def decide_answer(chat: AgentChat, found: Directives, cleaned: str) -> Answer:
     """Tool results answered with text; else the ``[sim:call]`` calls; else a forced
-    ``tool_choice``; else the default (or ``[sim:long]``) text."""
+    ``tool_choice``; else the ``[sim:pieces]``, ``[sim:long]`` or default text."""
     reasoning = f"Let me think about {cleaned or 'this'}." if chat.model.reasoning else ""
     if chat.effort_level is not None:  # dialect §7: make the level visible to tests
         reasoning = f"Let me think about {cleaned or 'this'} with {chat.effort_level} effort."
@@ -145,6 +147,8 @@ def decide_answer(chat: AgentChat, found: Directives, cleaned: str) -> Answer:
     if calls:
         lead = LEAD_IN if "text-then-call" in found.flags else ""
         return Answer(reasoning, lead, calls)
+    if found.pieces is not None:
+        return Answer(reasoning, "".join(found.pieces), (), found.pieces)
     if found.long is not None:
         return Answer(reasoning, " ".join(f"word{i}" for i in range(1, found.long + 1)), ())
     turn = len(chat.messages) - 1
@@ -158,8 +162,12 @@ def _output(response: str, reasoning: str, calls: Any, gap: float) -> Frame:
 
 def _output_frames(answer: Answer, found: Directives, ordinal: int) -> list[Frame]:
     gap = found.slow_ms / 1000
-    frames = [_output("", piece, None, gap) for piece in words(answer.reasoning)]
-    frames += [_output(piece, "", None, gap) for piece in words(answer.text)]
+    thoughts = words(answer.reasoning)
+    pieces = list(answer.pieces) if answer.pieces is not None else words(answer.text)
+    if "cumulative" in found.flags:  # dialect §7: whole text so far, per field
+        thoughts, pieces = snapshots(thoughts), snapshots(pieces)
+    frames = [_output("", piece, None, gap) for piece in thoughts]
+    frames += [_output(piece, "", None, gap) for piece in pieces]
     variant = "fragment-variant" in found.flags
     solo = "solo-extras" in found.flags
     per_call = [

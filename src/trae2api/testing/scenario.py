@@ -42,7 +42,7 @@ ERROR_MESSAGES = {
 }
 _DIRECTIVE = re.compile(r"\[sim:([a-z-]+)(?:[ \t]+([^\]]*))?\]")
 _INT_ARG = frozenset({"queue", "long", "error", "midstream-error", "http", "slow"})
-COMMON_FLAGS = frozenset({"nodone", "nousage", "reset", "msg-variant", "done-empty"})
+COMMON_FLAGS = frozenset({"nodone", "nousage", "reset", "msg-variant", "done-empty", "cumulative"})
 LEGACY_FLAGS = COMMON_FLAGS | {
     "compact",
     "noise",
@@ -52,6 +52,7 @@ LEGACY_FLAGS = COMMON_FLAGS | {
 }
 LEAD_IN = "Let me use a tool for that."
 TRANSIENT = "transient"
+PIECES = "pieces"
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class Directives:
     finish: str | None = None
     http: int | None = None
     transient: tuple[int, int] | None = None  # (code, attempts that fail)
+    pieces: tuple[str, ...] | None = None  # [sim:pieces a|b|c]: exact answer deltas
     flags: set[str] = field(default_factory=set)
     unknown: list[str] = field(default_factory=list)
     calls: list[ScriptedCall] = field(default_factory=list)
@@ -117,6 +119,8 @@ def _apply(found: Directives, name: str, arg: str, flags: frozenset[str]) -> Non
         if code <= 0 or times < 0:
             raise ValueError(name)
         found.transient = (code, times)
+    elif name == PIECES and arg:
+        found.pieces = tuple(arg.split("|"))
     elif name in flags and not arg:
         found.flags.add(name)
     elif name in _INT_ARG:
@@ -224,7 +228,7 @@ def _stream_frames(
         frames += [Frame("progress_notice", raw='"Thinking..."'), Frame("heartbeat", {})]
     reasoning, pieces = _texts(request, found, cleaned)
     answer = "".join(pieces)
-    outputs = _output_frames(reasoning, pieces, found.slow_ms / 1000)
+    outputs = _output_frames(reasoning, pieces, found)
     if found.midstream_error is not None:
         kept = outputs[: max(1, len(outputs) // 2)]
         return [*frames, *kept, error_frame(found.midstream_error, msg_variant=variant)]
@@ -272,6 +276,8 @@ def _texts(request: ChatRequest, found: Directives, cleaned: str) -> tuple[str, 
         blocks.append(UNTERMINATED_BLOCK)
     if blocks:
         return reasoning, _bridge_pieces(blocks, "text-then-call" in found.flags)
+    if found.pieces is not None:
+        return reasoning, list(found.pieces)
     if found.long is not None:
         return reasoning, words(" ".join(f"word{i}" for i in range(1, found.long + 1)))
     return reasoning, words(reply_text(request, cleaned))
@@ -288,10 +294,24 @@ def _bridge_pieces(blocks: list[str], lead_in: bool) -> list[str]:
     return pieces
 
 
-def _output_frames(reasoning: str, pieces: list[str], gap: float) -> list[Frame]:
+def snapshots(pieces: list[str]) -> list[str]:
+    """``[sim:cumulative]`` (dialect §7): each piece becomes the whole text so far, and the
+    last snapshot is sent once more (a repeat that adds nothing)."""
+    so_far = ""
+    result = []
+    for piece in pieces:
+        so_far += piece
+        result.append(so_far)
+    return [*result, so_far] if result else []
+
+
+def _output_frames(reasoning: str, pieces: list[str], found: Directives) -> list[Frame]:
+    gap = found.slow_ms / 1000
+    thoughts = words(reasoning)
+    if "cumulative" in found.flags:
+        thoughts, pieces = snapshots(thoughts), snapshots(pieces)
     frames = [
-        Frame("output", {"response": "", "reasoning_content": piece}, gap)
-        for piece in words(reasoning)
+        Frame("output", {"response": "", "reasoning_content": piece}, gap) for piece in thoughts
     ]
     frames += [
         Frame("output", {"response": piece, "reasoning_content": ""}, gap) for piece in pieces

@@ -14,6 +14,11 @@ they are removed from the text the default reply echoes:
     [sim:transient CODE K]   the first K chats with this same last user text (counted since the
                              last reset) are metadata then error {"code": CODE} before any output;
                              later ones answer normally (dialect §7: 3003 is retried)
+    [sim:cumulative]         output.response and reasoning_content carry the whole text so far
+                             instead of deltas (dialect §7), each field's last snapshot sent
+                             twice; a frame that advances one field has "" in the other
+    [sim:pieces a|b|c]       the answer is exactly these deltas ("a", "b", "c"; "|" separates,
+                             "]" cannot occur): [sim:pieces ha|ha|ha] streams "ha" three times
     [sim:midstream-error C]  metadata, about half the output, then error {"code": C, ...}; no done
     [sim:nodone]             no done event at the end
     [sim:nousage]            no token_usage event
