@@ -23,6 +23,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--refresh-ttl", type=float, default=DEFAULT_REFRESH_TTL, metavar="S")
     parser.add_argument("--refresh-token", default=None, help="initial refresh token")
     parser.add_argument("--exchange-delay", type=float, default=0.0, metavar="S")
+    parser.add_argument(
+        "--ide-credits", type=int, default=None, metavar="N", help="initial ide_credits balance"
+    )
     return parser.parse_args(argv)
 
 
@@ -33,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
         refresh_token=args.refresh_token,
         access_ttl=args.access_ttl,
         refresh_ttl=args.refresh_ttl,
+        ide_credits=args.ide_credits,
     )
     state.configure(exchange_delay=args.exchange_delay)
     sock = bind_socket(args.host, args.port)

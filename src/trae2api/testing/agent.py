@@ -37,7 +37,10 @@ The stream uses the agent framing: ``event:x`` / ``data:{...}`` lines, no space,
 ``metadata`` {prompt_completion_id}, ``timing_cost`` {provider_model_name: the served model, e.g.
 ``glm-5.2-0915``}, queue events, ``progress_notice`` (a JSON string), ``output`` ×N {response,
 reasoning_content, tool_calls}, ``extra_info`` {request_id}, ``token_usage`` {prompt, completion,
-total, reasoning, cache_read_input tokens}, ``notify_usage``, ``done`` {"finish_reason": "stop"}
+total, reasoning, cache_read_input tokens}, ``notify_usage`` {"billing_mode": "credits",
+"cn_credits_remain_info": {"ide_credits": N, "work_credits": M}} (N after this chat's charge:
+``credits_per_chat`` of ``CreditBook``; a chat arriving with N = 0 is in-stream 4008 instead,
+checked after a scripted answer and before the directives), ``done`` {"finish_reason": "stop"}
 (always stop, also after tool calls). Reasoning models stream reasoning_content first ("Let me think
 about <text>.", or "... <text> with <level> effort." when ``reasoning_effort_level`` came). The
 answer: trailing ``tool`` messages → "Tool results: NAME → content" (joined by "; "); else the
@@ -81,7 +84,12 @@ from starlette.routing import Route
 
 from trae2api.testing.admin import json_response, read_json
 from trae2api.testing.agent_catalog import table_selected
-from trae2api.testing.agent_scenario import last_user_text, plan_agent_chat
+from trae2api.testing.agent_scenario import (
+    charges,
+    last_user_text,
+    plan_agent_chat,
+    with_credits,
+)
 from trae2api.testing.agent_validation import (
     PARAM_INVALID,
     AgentRejected,
@@ -182,10 +190,13 @@ class _AgentUpstream:
         minimum = self.state.min_version_code
         too_old = minimum is not None and int(headers.get("x-ide-version-code", "0")) < minimum
         request_id = headers["x-request-id"]
+        if self.state.credits.exhausted():  # dialect §7: 4008 once ide_credits ran out
+            return _error_stream(error_frame(4008))
         attempt = self.state.note_attempt(last_user_text(chat))
-        return plan_agent_chat(
+        plan = plan_agent_chat(
             chat, ordinal=ordinal, request_id=request_id, too_old=too_old, attempt=attempt
         )
+        return with_credits(plan, self.state.credits.spend()) if charges(plan) else plan
 
 
 def agent_routes(state: SimState) -> list[Route]:

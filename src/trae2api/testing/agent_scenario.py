@@ -6,7 +6,7 @@ Pure: turns a validated ``AgentChat`` into timed frames; must not do I/O or slee
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise, zip_longest
 from typing import Any
 
@@ -106,11 +106,32 @@ def _stream_frames(
     frames.append(Frame("extra_info", {"request_id": request_id}))
     if "nousage" not in found.flags:
         frames.append(Frame("token_usage", usage(chat, answer)))
-    frames.append(Frame("notify_usage", {"type": "usage", "used_credits": 1}))
+    frames.append(Frame("notify_usage"))  # its data: ``with_credits`` once the chat is charged
     if "nodone" not in found.flags:
         empty = "done-empty" in found.flags
         frames.append(Frame("done", {} if empty else {"finish_reason": found.finish or "stop"}))
     return frames
+
+
+def notify_usage(ide_credits: int, work_credits: int) -> dict[str, Any]:
+    """``notify_usage`` data in the shape of dialect §7."""
+    remain = {"ide_credits": ide_credits, "work_credits": work_credits}
+    return {"billing_mode": "credits", "cn_credits_remain_info": remain}
+
+
+def charges(plan: Plan) -> bool:
+    """Whether the plan ends a chat that costs credits (it holds a ``notify_usage`` event)."""
+    return any(frame.event == "notify_usage" for frame in plan.frames)
+
+
+def with_credits(plan: Plan, remaining: tuple[int, int]) -> Plan:
+    """The plan with its ``notify_usage`` data saying ``(ide_credits, work_credits)`` remain."""
+    data = notify_usage(*remaining)
+    frames = tuple(
+        replace(frame, data=data) if frame.event == "notify_usage" else frame
+        for frame in plan.frames
+    )
+    return replace(plan, frames=frames)
 
 
 def tool_results(chat: AgentChat) -> list[tuple[str, str]]:

@@ -18,6 +18,7 @@ import orjson
 
 from trae2api.testing.agent_catalog import TABLE_CODE_FLOOR
 from trae2api.testing.agent_tables import default_agent_models
+from trae2api.testing.credits import CREDIT_CONFIG_KEYS, CreditBook
 from trae2api.testing.image_store import IMAGE_CONFIG_KEYS, ImageStore
 from trae2api.testing.tokens import (
     DEFAULT_ACCESS_TTL,
@@ -46,6 +47,7 @@ _COUNTERS = (
     "header_rejections",
     "body_rejections",
     "device_changes",
+    "balance_checks",
 )
 _CONFIG_KEYS = frozenset(
     {
@@ -103,6 +105,7 @@ class SimState:
         refresh_ttl: float = DEFAULT_REFRESH_TTL,
         clock: Callable[[], float] = time.time,
         models: list[dict[str, Any]] | None = None,
+        ide_credits: int | None = None,
     ) -> None:
         self._lock = threading.Lock()
         self._clock = clock
@@ -114,6 +117,8 @@ class SimState:
         self._initial = (access_ttl, refresh_ttl, copy.deepcopy(models))
         self._counters = dict.fromkeys(_COUNTERS, 0)
         self.images = ImageStore(clock)
+        self.credits = CreditBook()
+        self.credits.reset(ide_credits)
         self._restore()
 
     def _restore(self) -> None:
@@ -139,6 +144,7 @@ class SimState:
         self._last_agent_chat: dict[str, Any] | None = None
         self._attempts: OrderedDict[str, int] = OrderedDict()
         self.images.reset()
+        self.credits.reset()
 
     def reset(self) -> None:
         """Back to the state at construction: the initial refresh token works again, every
@@ -152,12 +158,14 @@ class SimState:
         """Change switches: access_ttl, refresh_ttl, exchange_delay, min_version_code,
         table_code_floor (the lowest ``x-ide-version-code`` that selects the agent model table),
         model_list_fail, fail_next_chats, fail_status, models, agent_models (``{pool: [entry]}``,
-        the first pool is the account's own), and the image switches of ``ImageStore``.
+        the first pool is the account's own), the image switches of ``ImageStore`` and the credit
+        switches of ``CreditBook`` (ide_credits, work_credits, credits_per_chat).
         Unknown keys raise ValueError."""
-        unknown = set(changes) - _CONFIG_KEYS - IMAGE_CONFIG_KEYS
+        unknown = set(changes) - _CONFIG_KEYS - IMAGE_CONFIG_KEYS - CREDIT_CONFIG_KEYS
         if unknown:
             raise ValueError(f"unknown configuration keys: {sorted(unknown)}")
         self.images.configure({k: changes.pop(k) for k in set(changes) & IMAGE_CONFIG_KEYS})
+        self.credits.configure({k: changes.pop(k) for k in set(changes) & CREDIT_CONFIG_KEYS})
         with self._lock:
             for key, value in changes.items():
                 if key == "fail_next_chats":
@@ -336,6 +344,7 @@ class SimState:
                 "table_code_floor": self.table_code_floor,
                 "model_list_fail": self.model_list_fail,
                 **self.images.stats(),
+                **self.credits.stats(),
             }
 
 

@@ -76,6 +76,7 @@ from starlette.types import Receive, Scope, Send
 from trae2api.testing.admin import admin_routes, json_response, read_json
 from trae2api.testing.agent import agent_routes
 from trae2api.testing.authentication import authenticate_ide, invalid_response
+from trae2api.testing.billing import billing_routes
 from trae2api.testing.faults import (
     FaultBoard,
     chat_fault_response,
@@ -240,6 +241,7 @@ def create_upstream_app(state: SimState) -> Starlette:
         Route(MODEL_LIST_PATH, upstream.model_list, methods=["GET"]),
         Route(CHAT_PATH, upstream.chat, methods=["POST"]),
         *agent_routes(state),
+        *billing_routes(state),
         *admin_routes(state),
         *fault_routes(faults),
         *image_routes(state),  # last: it ends in a catch-all GET for the upload-token path
