@@ -36,11 +36,12 @@ from trae2api.auth.sqlite_store import SqliteStore
 from trae2api.auth.store import CredentialStore
 from trae2api.chat import ChatService, ChatTuning
 from trae2api.config import Settings
-from trae2api.dialect import AgentDialect, Dialect, LegacyDialect
+from trae2api.dialect import AgentDialect, LegacyDialect
 from trae2api.errors import ApiError, ConfigError
 from trae2api.imagefetch import ImageFetcher
 from trae2api.log import secrets_registry
-from trae2api.models import AliasTable, ModelCatalog, fetch_model_configs
+from trae2api.models import AliasTable, ModelCatalog
+from trae2api.selector import DialectSelector
 from trae2api.shutdown import Drain
 from trae2api.sigv4 import region_from_host
 from trae2api.status.health import UpstreamHealth
@@ -64,7 +65,7 @@ class Deps:
     streams: StreamPool
     store: CredentialStore
     account: CredentialManager
-    dialect: Dialect
+    dialect: DialectSelector
     catalog: ModelCatalog
     chat: ChatService
     health: UpstreamHealth
@@ -73,7 +74,7 @@ class Deps:
 
     async def probe(self) -> None:
         """Ask Trae for the model list now (readiness), bypassing the catalogue's cache."""
-        await fetch_model_configs(self.dialect, self.account, self.health)
+        await self.catalog.refresh()
 
 
 def build_deps(
@@ -98,18 +99,16 @@ def build_deps(
         refresh_lock_ttl=settings.refresh_lock_ttl,
         refresh_lock_wait=settings.refresh_lock_wait,
     )
-    identity = UpstreamIdentity(settings.app_id, settings.ide_version, settings.ide_version_code)
     health = UpstreamHealth()
-    aliases = AliasTable(settings.model_aliases, legacy=settings.upstream_dialect == "legacy")
-
-    async def fetch_catalogue() -> list[dict[str, Any]]:
-        # The dialect is bound below: the agent dialect asks the catalogue for model limits.
-        return await fetch_model_configs(dialect, account, health)
-
-    catalog = ModelCatalog(fetch_catalogue, aliases, ttl=settings.models_ttl)
-    dialect = _dialect(
-        settings, http, streams, identity, catalog, account, settings.data_dir / STORE_FILE
+    dialect = _selector(settings, http, streams, account, settings.data_dir / STORE_FILE)
+    catalog = ModelCatalog(
+        dialect,
+        account,
+        health,
+        ttl=settings.models_ttl,
+        version_code=settings.ide_version_code,
     )
+    dialect.on_switch(catalog.invalidate)
     attachments = Attachments(
         ImageFetcher(
             max_bytes=settings.max_image_bytes,
@@ -119,7 +118,9 @@ def build_deps(
         ),
         catalog,
         max_bytes=settings.max_image_bytes,
-        inline_remote=dialect.needs_image_bytes,
+        # INLINE_REMOTE_IMAGES=false only where the legacy dialect (which needs bytes) cannot be
+        # chosen: with UPSTREAM_DIALECT=agent.
+        inline_remote=settings.inline_remote_images or settings.upstream_dialect != "agent",
     )
     tuning = ChatTuning(
         retries=settings.upstream_retries,
@@ -138,31 +139,71 @@ def build_deps(
     return Deps(http, streams, store, account, dialect, catalog, chat, health, attachments)
 
 
-def _dialect(
+def _selector(
+    settings: Settings,
+    http: httpx.AsyncClient,
+    streams: StreamPool,
+    account: CredentialManager,
+    store_path: Path,
+) -> DialectSelector:
+    """UPSTREAM_DIALECT: one dialect, or (auto) the candidates the selector probes."""
+    identity = UpstreamIdentity(settings.app_id, settings.ide_version, settings.ide_version_code)
+    mode = settings.upstream_dialect
+    hosts = [settings.base_url]
+    if mode == "auto" and settings.agent_base_url != settings.base_url:
+        hosts.append(settings.agent_base_url)  # dialect §1: the region's agent host
+    agents = [
+        _agent_dialect(settings, http, streams, identity, account, host)
+        for host in (hosts if mode != "legacy" else [])
+    ]
+    legacy = None
+    if mode != "agent":
+        legacy = (
+            _legacy_dialect(settings, http, streams, identity, account, store_path),
+            settings.base_url,
+        )
+    return DialectSelector(
+        mode,
+        agents=agents,
+        legacy=legacy,
+        account=account,
+        version_code=settings.ide_version_code,
+        recheck_interval=settings.dialect_recheck_interval,
+    )
+
+
+def _agent_dialect(
     settings: Settings,
     http: httpx.AsyncClient,
     streams: StreamPool,
     identity: UpstreamIdentity,
-    catalog: ModelCatalog,
+    account: CredentialManager,
+    host: str,
+) -> AgentDialect:
+    client = AgentClient(
+        http,
+        streams,
+        base_url=host,
+        identity=identity,
+        user_id=settings.user_id,
+        pools=settings.pools,
+    )
+    return AgentDialect(
+        client,
+        account,
+        AliasTable(settings.model_aliases, legacy=False),
+        inline_remote_images=settings.inline_remote_images,
+    )
+
+
+def _legacy_dialect(
+    settings: Settings,
+    http: httpx.AsyncClient,
+    streams: StreamPool,
+    identity: UpstreamIdentity,
     account: CredentialManager,
     store_path: Path,
-) -> Dialect:
-    """UPSTREAM_DIALECT picks the adapter; both share everything else."""
-    if settings.upstream_dialect == "agent":
-        client = AgentClient(
-            http,
-            streams,
-            base_url=settings.base_url,
-            identity=identity,
-            user_id=settings.user_id,
-            pool=settings.trae_function,
-        )
-        return AgentDialect(
-            client,
-            catalog,
-            catalog.aliases.to_trae,
-            inline_remote_images=settings.inline_remote_images,
-        )
+) -> LegacyDialect:
     legacy = TraeClient(http, streams, base_url=settings.base_url, identity=identity)
     uploader = ImageUploader(
         http,
@@ -179,7 +220,7 @@ def _dialect(
     return LegacyDialect(
         legacy,
         version_code=int(settings.ide_version_code),
-        to_trae=catalog.aliases.to_trae,
+        aliases=AliasTable(settings.model_aliases, legacy=True),
         uploader=uploader,
         account=account,
         media_item=settings.multi_media_item,
@@ -203,7 +244,7 @@ def rotation_setup(settings: Settings) -> RotationSetup:
     """What the rotation process (``python -m trae2api.rotator``) needs to reach store and Trae."""
     return RotationSetup(
         store="sqlite" if settings.redis_url is None else "redis",
-        exchange_url=settings.refresh_token_url,
+        exchange_url=settings.refresh_token_url,  # a comma list: upstream/exchange.py
         client_id=settings.client_id,
         user_id=settings.user_id,
         sqlite_path=str(settings.data_dir / STORE_FILE),
