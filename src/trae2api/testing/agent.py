@@ -1,7 +1,8 @@
 """The simulated Trae upstream's agent dialect (``docs/trae-agent-dialect.md`` §2–§6), strictly.
 
 It serves two endpoints on the same app, account and tokens as the legacy dialect; it must not be
-lenient.
+lenient. With ``agent_endpoints`` false both are HTML 404 pages, before any check (a host that
+only speaks legacy).
 
 ``POST /api/ide/v1/get_detail_param`` (catalogue): auth and headers as below, a body with exactly
 the seven §3 keys (``config_names: null, need_prompt: false, current_config_info: null, poly_prompt:
@@ -130,6 +131,8 @@ class _AgentUpstream:
 
     async def catalogue(self, request: Request) -> Response:
         """``get_detail_param``: the pool's ``config_info_list``."""
+        if not self.state.agent_endpoints:
+            return html_error(404)
         if self.state.model_list_fail:
             return html_error(503)
         denied = self._authenticate(request.headers)
@@ -160,6 +163,8 @@ class _AgentUpstream:
 
     async def chat(self, request: Request) -> Response:
         """``llm_utils_chat``: validate, then stream the planned answer."""
+        if not self.state.agent_endpoints:
+            return html_error(404)
         data, ok = await read_json(request)
         ordinal = self.state.record_chat(dict(request.headers), data, agent=True)
         failure = self.state.take_chat_failure()

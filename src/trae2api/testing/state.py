@@ -61,9 +61,12 @@ _CONFIG_KEYS = frozenset(
         "models",
         "agent_models",
         "table_code_floor",
+        "agent_endpoints",
+        "legacy_chat",
     }
 )
 _REQUEST_IDS_KEPT = 4096
+LEGACY_CHAT_MODES = ("ok", "busy", "dying")  # dialect §7: the legacy endpoint is dying
 
 
 def _model(name: str, display: str, *, multimodal: bool = False, default: bool = False) -> Any:
@@ -106,7 +109,12 @@ class SimState:
         clock: Callable[[], float] = time.time,
         models: list[dict[str, Any]] | None = None,
         ide_credits: int | None = None,
+        agent_endpoints: bool = True,
+        legacy_chat: str = "ok",
+        table_code_floor: int = TABLE_CODE_FLOOR,
     ) -> None:
+        """The account and its initial switches; ``reset()`` returns to these (the keyword
+        switches are those of ``configure``, ``ide_credits`` the initial balance)."""
         self._lock = threading.Lock()
         self._clock = clock
         self.app_id = app_id
@@ -115,6 +123,8 @@ class SimState:
         initial = refresh_token or secrets.token_urlsafe(32)
         self.account = SimAccount(app_id, client_id, user_id, initial)
         self._initial = (access_ttl, refresh_ttl, copy.deepcopy(models))
+        self._modes = (_boolean("agent_endpoints", agent_endpoints), _legacy_mode(legacy_chat))
+        self._floor = int(table_code_floor)
         self._counters = dict.fromkeys(_COUNTERS, 0)
         self.images = ImageStore(clock)
         self.credits = CreditBook()
@@ -127,7 +137,8 @@ class SimState:
         self.refresh_ttl = refresh_ttl
         self.exchange_delay = 0.0
         self.min_version_code: int | None = None
-        self.table_code_floor = TABLE_CODE_FLOOR
+        self.table_code_floor = self._floor
+        self.agent_endpoints, self.legacy_chat = self._modes
         self.model_list_fail = False
         self._models = copy.deepcopy(models) if models is not None else default_models()
         self._agent_models = default_agent_models()
@@ -157,6 +168,9 @@ class SimState:
     def configure(self, **changes: Any) -> None:
         """Change switches: access_ttl, refresh_ttl, exchange_delay, min_version_code,
         table_code_floor (the lowest ``x-ide-version-code`` that selects the agent model table),
+        agent_endpoints (false: the agent catalogue and chat are HTML 404s, a legacy-only host),
+        legacy_chat (``ok``; ``busy``: every legacy chat is 3003; ``dying``: 4023 for names of
+        the agent table, 3003 for the rest),
         model_list_fail, fail_next_chats, fail_status, models, agent_models (``{pool: [entry]}``,
         the first pool is the account's own), the image switches of ``ImageStore`` and the credit
         switches of ``CreditBook`` (ide_credits, work_credits, credits_per_chat).
@@ -176,6 +190,10 @@ class SimState:
                     self._models = copy.deepcopy(list(value))
                 elif key == "agent_models":
                     self._agent_models = _agent_catalogue(value)
+                elif key == "agent_endpoints":
+                    self.agent_endpoints = _boolean(key, value)
+                elif key == "legacy_chat":
+                    self.legacy_chat = _legacy_mode(value)
                 elif key == "table_code_floor":
                     self.table_code_floor = int(value)
                 elif key == "min_version_code":
@@ -342,6 +360,8 @@ class SimState:
                 "exchange_delay": self.exchange_delay,
                 "min_version_code": self.min_version_code,
                 "table_code_floor": self.table_code_floor,
+                "agent_endpoints": self.agent_endpoints,
+                "legacy_chat": self.legacy_chat,
                 "model_list_fail": self.model_list_fail,
                 **self.images.stats(),
                 **self.credits.stats(),
@@ -358,3 +378,15 @@ def _agent_catalogue(value: Any) -> dict[str, list[dict[str, Any]]]:
         if not all(isinstance(e, dict) and isinstance(e.get("config_name"), str) for e in entries):
             raise ValueError(f"agent_models[{pool!r}] entries need a string config_name")
     return copy.deepcopy(value)
+
+
+def _boolean(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false")
+    return value
+
+
+def _legacy_mode(value: Any) -> str:
+    if value not in LEGACY_CHAT_MODES:
+        raise ValueError(f"legacy_chat must be one of {', '.join(LEGACY_CHAT_MODES)}")
+    return str(value)

@@ -54,7 +54,9 @@ Choices where protocol.md is silent: a bad/expired ``x-ide-token`` is HTTP 401
 ``x-app-id``, is HTTP 400 {"code": 4001, "message": ..., "header": <name>}; a chat body problem is
 HTTP 400 {"code": 4001, "message": ..., "field": <dotted path>}. Checks run in this order:
 ``fail_next_chats`` (HTML error), token, headers, Content-Type, body (``multi_media`` included:
-``trae2api.testing.images_seen``), images for a known model without ``multimodal: true``
+``trae2api.testing.images_seen``), the ``legacy_chat`` mode (dialect §7: ``busy`` answers
+in-stream 3003 to every chat, ``dying`` 4023 to names of the agent table and 3003 to the rest),
+images for a known model without ``multimodal: true``
 (in-stream 4001 "model does not accept images"), then a scripted answer if one is queued, then
 directives [sim:http]/[sim:reset], version (4120), model (4023), other directives. The default
 reply ends with `` [saw N image(s): <w>x<h> <format> sha256:<12 hex>; ...]`` when images came.
@@ -194,6 +196,9 @@ class _Upstream:
         return self._answer(dataclasses.replace(chat, image_note=note), version_code, ordinal)
 
     def _answer(self, chat: ChatRequest, version_code: int, ordinal: int) -> Response:
+        dying = self._dying(chat.model_name)
+        if dying is not None:
+            return respond(Plan((error_frame(dying),)), self.state)
         models = self.state.models()
         known = any(m.get("name") == chat.model_name for m in models)
         if chat.image_note and known and not accepts_images(models, chat.model_name):
@@ -219,6 +224,14 @@ class _Upstream:
                 attempt=self.state.note_attempt(chat.user_input),
             )
         return respond(plan, self.state) if fault is None else chat_fault_response(fault, plan)
+
+    def _dying(self, model_name: str) -> int | None:
+        """Dialect §7: the code a ``busy`` or ``dying`` legacy chat answers, else None."""
+        mode = self.state.legacy_chat
+        if mode == "ok":
+            return None
+        current = {e.get("config_name") for p in self.state.agent_models().values() for e in p}
+        return 4023 if mode == "dying" and model_name in current else 3003
 
 
 class _SimApp(Starlette):
