@@ -139,3 +139,22 @@ def _stats(url: str) -> dict[str, Any]:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def test_legacy_and_exchange_routes_can_be_absent(
+    sim: SimulatedTrae, client: httpx.Client, token: str
+) -> None:
+    """legacy_endpoints=false and exchange_endpoint=false turn those routes into 404 pages."""
+    sim.control.configure(legacy_endpoints=False, exchange_endpoint=False)
+    assert client.get(MODEL_LIST, headers=ide_headers(sim, token)).status_code == 404
+    body = chat_body([("user", "hi")])
+    assert client.post(CHAT, headers=ide_headers(sim, token), json=body).status_code == 404
+    exchange = client.post("/cloudide/api/v3/trae/oauth/ExchangeToken", json={})
+    assert exchange.status_code == 404
+    assert agent_statuses(client, agent_headers(sim, token)) == (200, 200)
+    stats = sim.control.stats()
+    assert (stats["legacy_endpoints"], stats["exchange_endpoint"], stats["chats"]) == (
+        False,
+        False,
+        1,
+    )

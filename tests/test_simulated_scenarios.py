@@ -21,7 +21,7 @@ from simkit import (
     parse_sse,
 )
 from trae2api.testing import SimulatedTrae
-from trae2api.testing.agent_scenario import AGENT_FLAGS
+from trae2api.testing.agent_scenario import AGENT_FLAGS, cumulative_arguments
 from trae2api.testing.scenario import parse_directives, snapshots
 
 shared_sim, sim, token = simkit.sim_fixtures()
@@ -224,3 +224,56 @@ def test_cumulative_on_legacy(sim: SimulatedTrae, client: httpx.Client, token: s
     said = responses(legacy(client, sim, token, "hi [sim:cumulative]"))
     assert said[-1] == said[-2] == SAID_HI
     assert all(b.startswith(a) for a, b in pairwise(said))
+
+
+def test_cumulative_arguments_unit() -> None:
+    """Arguments become running totals and the last fragment repeats as a continuation."""
+    fragments = [
+        {
+            "index": 0,
+            "id": "c",
+            "type": "function",
+            "function_call": {"name": "f", "arguments": "{"},
+        },
+        {"index": 0, "id": "", "function_call": {"name": "", "arguments": '"a": 1'}},
+        {"index": 0, "id": "", "function_call": {"name": "", "arguments": "}"}},
+    ]
+    result = cumulative_arguments(fragments)
+    assert [f["function_call"]["arguments"] for f in result] == [
+        "{",
+        '{"a": 1',
+        '{"a": 1}',
+        '{"a": 1}',
+    ]
+    assert result[0]["id"] == "c"
+    assert result[0]["function_call"]["name"] == "f"
+    assert result[-1] == {
+        "index": 0,
+        "id": "",
+        "function_call": {"name": "", "arguments": '{"a": 1}'},
+    }
+    assert fragments[0]["function_call"]["arguments"] == "{"
+
+
+def test_cumulative_args_stream(sim: SimulatedTrae, client: httpx.Client, token: str) -> None:
+    """[sim:cumulative-args] streams growing argument snapshots per call, parallel calls too."""
+    message = (
+        '[sim:cumulative] [sim:cumulative-args] [sim:call get_weather {"city": "Paris"}] '
+        '[sim:call get_time {"tz": "UTC"}]'
+    )
+    tools = [WEATHER, {"type": "function", "function": {"name": "get_time"}}]
+    events = agent(client, sim, token, {**agent_chat_body(message), "tools": tools})
+    calls = [d["tool_calls"][0] for n, d in events if n == "output" and d["tool_calls"]]
+    for index, expected in ((0, '{"city": "Paris"}'), (1, '{"tz": "UTC"}')):
+        series = [c["function_call"]["arguments"] for c in calls if c["index"] == index]
+        assert series[-1] == series[-2] == expected
+        assert all(b.startswith(a) for a, b in pairwise(series))
+    assert [c["function_call"]["name"] for c in calls if c["id"]] == ["get_weather", "get_time"]
+    assert names(events)[-1] == "done"
+
+
+def test_cumulative_args_is_agent_only(
+    sim: SimulatedTrae, client: httpx.Client, token: str
+) -> None:
+    """[sim:cumulative-args] is unknown on the legacy chat."""
+    assert legacy(client, sim, token, "[sim:cumulative-args]")[0][1]["code"] == 4001

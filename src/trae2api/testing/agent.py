@@ -63,10 +63,12 @@ Directives in the last ``user`` message: ``[sim:queue N]``, ``[sim:wait S]``, ``
     [sim:solo-extras]        fragments (and their function objects) carry "namespace" and
                              "partial_arguments" keys
     [sim:text-then-call]     "Let me use a tool for that." streams before the calls
+    [sim:cumulative-args]    each call fragment's arguments are the call's arguments so far,
+                             and the last fragment is repeated (as a continuation)
 
 With ``[sim:cumulative]`` the text fields are snapshots while tool-call ``arguments`` stay
-fragments (the record shows cumulative ``response`` only; SOLO's ``partial_arguments`` is the
-cumulative form of the arguments, see ``[sim:solo-extras]``).
+fragments unless ``[sim:cumulative-args]`` is given too (the record shows cumulative ``response``
+only; SOLO's ``partial_arguments`` is a cumulative copy of the arguments).
 
 Each call's arguments (``json.dumps`` text) stream as ≥ 3 fragments: the first carries ``index``,
 ``id`` (``call_<chat ordinal>_<index>``), ``type: "function"`` and ``function_call: {name,

@@ -34,6 +34,7 @@ AGENT_FLAGS = COMMON_FLAGS | {
     "fragment-variant",
     "solo-extras",
     "text-then-call",
+    "cumulative-args",
 }
 AGENT_COMPLETION_BASE = 8_000_000_000
 SOLO_NAMESPACE = "solo_default"
@@ -195,6 +196,8 @@ def _output_frames(answer: Answer, found: Directives, ordinal: int) -> list[Fram
         call_fragments(index, f"call_{ordinal}_{index}", call, variant=variant, solo=solo)
         for index, call in enumerate(answer.calls)
     ]
+    if "cumulative-args" in found.flags:
+        per_call = [cumulative_arguments(fragments) for fragments in per_call]
     if "interleave" in found.flags:
         ordered = [f for group in zip_longest(*per_call) for f in group if f is not None]
     else:
@@ -235,6 +238,22 @@ def call_fragments(
                 target["partial_arguments"] = so_far
         fragments.append(fragment)
     return fragments
+
+
+def cumulative_arguments(fragments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``[sim:cumulative-args]``: each fragment's ``arguments`` become the call's arguments so
+    far, and the last fragment is sent once more as a continuation (empty ``id``/``name``)."""
+    so_far = ""
+    result = []
+    for fragment in fragments:
+        key = "function" if "function" in fragment else "function_call"
+        so_far += fragment[key]["arguments"]
+        result.append({**fragment, key: {**fragment[key], "arguments": so_far}})
+    last = result[-1]
+    key = "function" if "function" in last else "function_call"
+    repeat = {**last, "id": "", key: {**last[key], "name": ""}}
+    repeat.pop("type", None)
+    return [*result, repeat]
 
 
 def usage(chat: AgentChat, answer: Answer) -> dict[str, int]:

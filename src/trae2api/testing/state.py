@@ -62,10 +62,13 @@ _CONFIG_KEYS = frozenset(
         "agent_models",
         "table_code_floor",
         "agent_endpoints",
+        "legacy_endpoints",
+        "exchange_endpoint",
         "legacy_chat",
     }
 )
 _REQUEST_IDS_KEPT = 4096
+_ENDPOINT_SWITCHES = frozenset({"agent_endpoints", "legacy_endpoints", "exchange_endpoint"})
 LEGACY_CHAT_MODES = ("ok", "busy", "dying")  # dialect §7: the legacy endpoint is dying
 
 
@@ -139,6 +142,7 @@ class SimState:
         self.min_version_code: int | None = None
         self.table_code_floor = self._floor
         self.agent_endpoints, self.legacy_chat = self._modes
+        self.legacy_endpoints = self.exchange_endpoint = True
         self.model_list_fail = False
         self._models = copy.deepcopy(models) if models is not None else default_models()
         self._agent_models = default_agent_models()
@@ -169,6 +173,8 @@ class SimState:
         """Change switches: access_ttl, refresh_ttl, exchange_delay, min_version_code,
         table_code_floor (the lowest ``x-ide-version-code`` that selects the agent model table),
         agent_endpoints (false: the agent catalogue and chat are HTML 404s, a legacy-only host),
+        legacy_endpoints (false: the legacy model list and chat are 404s), exchange_endpoint
+        (false: the token exchange is a 404),
         legacy_chat (``ok``; ``busy``: every legacy chat is 3003; ``dying``: 4023 for names of
         the agent table, 3003 for the rest),
         model_list_fail, fail_next_chats, fail_status, models, agent_models (``{pool: [entry]}``,
@@ -190,8 +196,8 @@ class SimState:
                     self._models = copy.deepcopy(list(value))
                 elif key == "agent_models":
                     self._agent_models = _agent_catalogue(value)
-                elif key == "agent_endpoints":
-                    self.agent_endpoints = _boolean(key, value)
+                elif key in _ENDPOINT_SWITCHES:
+                    setattr(self, key, _boolean(key, value))
                 elif key == "legacy_chat":
                     self.legacy_chat = _legacy_mode(value)
                 elif key == "table_code_floor":
@@ -361,6 +367,8 @@ class SimState:
                 "min_version_code": self.min_version_code,
                 "table_code_floor": self.table_code_floor,
                 "agent_endpoints": self.agent_endpoints,
+                "legacy_endpoints": self.legacy_endpoints,
+                "exchange_endpoint": self.exchange_endpoint,
                 "legacy_chat": self.legacy_chat,
                 "model_list_fail": self.model_list_fail,
                 **self.images.stats(),

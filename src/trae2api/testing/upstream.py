@@ -49,6 +49,8 @@ Model deepseek-R1 streams reasoning_content deltas ("Let me think about ...") be
 The agent dialect's endpoints and directives are described in ``trae2api.testing.agent``; the
 transport faults (``[sim:fault NAME]``, ``/_sim/fault``) in ``trae2api.testing.faults``.
 
+Switches ``exchange_endpoint`` and ``legacy_endpoints`` false turn the exchange, or the legacy model
+list and chat, into HTML 404 pages before any check (a host without that route).
 Choices where protocol.md is silent: a bad/expired ``x-ide-token`` is HTTP 401
 {"code": 1001, "message": "not authenticated"}; every other header problem, including a wrong
 ``x-app-id``, is HTTP 400 {"code": 4001, "message": ..., "header": <name>}; a chat body problem is
@@ -127,6 +129,8 @@ class _Upstream:
         self.faults = faults
 
     async def exchange(self, request: Request) -> Response:
+        if not self.state.exchange_endpoint:
+            return html_error(404)
         body, ok = await read_json(request)
         fault = self.faults.take("exchange")
         if fault is not None:
@@ -162,6 +166,8 @@ class _Upstream:
             await asyncio.sleep(self.state.exchange_delay)
 
     async def model_list(self, request: Request) -> Response:
+        if not self.state.legacy_endpoints:
+            return html_error(404)
         if self.state.model_list_fail:
             return html_error(503)
         owner = authenticate_ide(self.state, request.headers)
@@ -174,6 +180,8 @@ class _Upstream:
         return json_response({"model_configs": self.state.models()})
 
     async def chat(self, request: Request) -> Response:
+        if not self.state.legacy_endpoints:
+            return html_error(404)
         body, ok = await read_json(request)
         ordinal = self.state.record_chat(dict(request.headers), body)
         failure = self.state.take_chat_failure()
