@@ -271,15 +271,16 @@ class AgentDialect:
     ) -> dict[str, Any]:
         urls = [[i if isinstance(i, str) else i.data_url() for i in t] for t in images or []]
         model = bare_model_name(self.aliases.to_trae(request.model))
-        if model == AUTO_MODEL:
-            return build_agent_body(request, None, self._client.pools[0], None, urls)
+        # "auto" is the account default (dialect §3): its limit and levels are the default's.
         facts = await self._facts(model, device)
-        # Dialect §7: a model is valid only with the pool it was listed under.
-        pool = facts.get("pool") or self._client.pools[0]
         effort = effort_level(request.reasoning_effort, facts.get("effort_levels") or ())
         if request.reasoning_effort and effort is None:
             log.debug("reasoning_effort_dropped", model=model, asked=request.reasoning_effort)
         limit = facts.get("max_tokens")
+        if model == AUTO_MODEL:
+            return build_agent_body(request, None, "inline_chat", limit, urls, effort)
+        # Dialect §7: a model is valid only with the pool it was listed under.
+        pool = facts.get("pool") or self._client.pools[0]
         return build_agent_body(request, model, pool, limit, urls, effort)
 
     async def _facts(self, model: str, device: DeviceIdentity) -> dict[str, Any]:
@@ -328,9 +329,11 @@ class AgentDialect:
             # Dialect §7: a stale version code can also answer 4001 for every pool.
             listed = [[]]
         entries = union_of_pools(listed)
+        if entries:
+            entries = [_auto_entry(entries), *entries]
         self._models = {entry["name"]: entry for entry in entries}
         self._listed_at = self._clock()
-        return [_auto_entry(entries), *entries] if entries else []
+        return entries
 
     async def aclose(self) -> None:
         return None
@@ -343,10 +346,12 @@ def _all_param_invalid(errors: Sequence[ApiError]) -> bool:
 def _auto_entry(entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Dialect §3: ``auto`` is the account's default model."""
     default = next((e for e in entries if e["is_default"]), None)
+    if default is None:
+        return {"name": AUTO_MODEL, "display_name": "Account default", "pool": "inline_chat"}
     return {
+        **default,
         "name": AUTO_MODEL,
-        "display_name": f"Account default ({default['name']})" if default else "Account default",
-        "multimodal": bool(default and default["multimodal"]),
+        "display_name": f"Account default ({default['name']})",
         "is_default": False,
         "pool": "inline_chat",
     }
