@@ -44,9 +44,11 @@ from trae2api.models import AliasTable, ModelCatalog
 from trae2api.selector import DialectSelector
 from trae2api.shutdown import Drain
 from trae2api.sigv4 import region_from_host
+from trae2api.status.credits import Credits, poll_balance
 from trae2api.status.health import UpstreamHealth
 from trae2api.status.metrics import MeteredRotator, Metrics
 from trae2api.upstream.agent_client import AgentClient
+from trae2api.upstream.balance import BalanceClient, balance_hosts
 from trae2api.upstream.client import TraeClient, UpstreamIdentity
 from trae2api.upstream.imagex import ImageUploader
 from trae2api.upstream.streams import StreamPool, StreamTimeouts
@@ -71,6 +73,9 @@ class Deps:
     health: UpstreamHealth
     attachments: Attachments
     background: list[asyncio.Task[Any]] = field(default_factory=list)
+    # GATE-B (issue 10): the credits last reported, and the account host's balance query.
+    credits: Credits | None = None
+    balance: BalanceClient | None = None
 
     async def probe(self) -> None:
         """Ask Trae for the model list now (readiness), bypassing the catalogue's cache."""
@@ -127,6 +132,15 @@ def build_deps(
         queue_timeout=settings.queue_timeout,
         keepalive_interval=settings.keepalive_interval,
     )
+    # GATE-B (issue 10): credits (dialect §7) from notify_usage and the balance endpoint.
+    credits = Credits(low_threshold=settings.credits_low_threshold, metrics=metrics)
+    balance = BalanceClient(
+        http,
+        account,
+        hosts=balance_hosts(settings.refresh_token_url),
+        ide_version=settings.ide_version,
+    )
+    # end GATE-B
     chat = ChatService(
         dialect=dialect,
         account=account,
@@ -135,8 +149,11 @@ def build_deps(
         attachments=attachments,
         metrics=metrics,
         drain=drain,
+        credits=credits,  # GATE-B (issue 10)
     )
-    return Deps(http, streams, store, account, dialect, catalog, chat, health, attachments)
+    deps = Deps(http, streams, store, account, dialect, catalog, chat, health, attachments)
+    deps.credits, deps.balance = credits, balance  # GATE-B (issue 10)
+    return deps
 
 
 def _selector(
@@ -289,6 +306,13 @@ def _lifespan(
         await ready.account.start()
         ready.background.append(asyncio.create_task(ready.account.run_background_refresh()))
         ready.background.append(asyncio.create_task(_warm_up(ready)))
+        # GATE-B (issue 10): the credits balance at start-up and every CREDITS_REFRESH_INTERVAL.
+        if ready.credits and ready.balance and settings.credits_refresh_interval > 0:
+            poll = poll_balance(
+                ready.credits, ready.balance.remaining, settings.credits_refresh_interval
+            )
+            ready.background.append(asyncio.create_task(poll))
+        # end GATE-B
         log.info("started", version=__version__, base_url=settings.base_url)
         try:
             yield

@@ -147,6 +147,10 @@ class Settings(BaseSettings):
     upstream_connect_timeout: float = Field(default=10.0, gt=0)
     upstream_read_timeout: float = Field(default=120.0, gt=0)
     upstream_retries: int = Field(default=2, ge=0, le=10)
+    # GATE-B (issue 10), dialect §7: warn under this many ide credits; seconds between balance
+    # queries (0: never ask the account host).
+    credits_low_threshold: float = Field(default=50.0, ge=0)
+    credits_refresh_interval: float = Field(default=900.0, ge=0)
     refresh_margin: float = Field(default=600.0, ge=0)
     ready_window: float = Field(default=300.0, gt=0)
     # Access control and operations (README "Security" and "Operations").

@@ -54,6 +54,7 @@ async def status(request: Request, _client: Annotated[str, Depends(authenticate)
         "model_table": deps.catalog.problem or "ok",
         "account": deps.account.status(),
         "upstream": deps.health.summary(),
+        "credits": deps.credits.status() if deps.credits else None,  # GATE-B (issue 10)
         # A count only (the fault suite's leak check reads it): tasks alive in this process.
         "runtime": {"asyncio_tasks": len(asyncio.all_tasks())},
     }
