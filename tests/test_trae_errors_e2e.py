@@ -134,6 +134,20 @@ def test_4008_says_how_many_credits_were_left(gateway: Gateway, sim: SimulatedTr
     message = caught.value.message
     assert "credits ran out" in message
     assert "0 ide credits were left at the last report (notify_usage" in message
+    with gateway.http() as http:
+        credits = http.get("/status").json()["credits"]
+    assert (credits["ide_credits"], credits["source"]) == (0, "trae_error_4008")
+
+
+def test_4008_after_a_report_of_credits_left(gateway: Gateway, sim: SimulatedTrae) -> None:
+    """A 4008 while the last report showed credits quotes that report, then shows none left."""
+    assert chat(gateway, "spend one", stream=False).startswith("Hello!")
+    with pytest.raises(openai.RateLimitError) as caught:
+        chat(gateway, "x [sim:error 4008]", stream=False)
+    assert "999 ide credits were left at the last report" in caught.value.message
+    with pytest.raises(openai.RateLimitError) as again:
+        chat(gateway, "y [sim:error 4008]", stream=False)
+    assert "0 ide credits were left at the last report (trae_error_4008" in again.value.message
 
 
 def test_midstream_error_stays_in_band_with_traes_code(gateway: Gateway) -> None:

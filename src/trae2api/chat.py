@@ -261,7 +261,7 @@ class ChatService:
         note = ""
         if code == 4008 and self._credits is not None:
             note = self._credits.left_note()
-        # (hook) 4001 while the catalogue is empty: the stale IDE_VERSION_CODE goes here.
+            self._credits.exhausted()  # dialect §7: 4008 means ide_credits ran out
         return from_business_code(code, message, note=note)
 
     def _credit(self, report: CreditsReport) -> None:

@@ -23,6 +23,7 @@ log = structlog.get_logger(__name__)
 
 NOTIFY_USAGE = "notify_usage"
 BALANCE = "balance"
+EXHAUSTED = "trae_error_4008"
 # The balance sums every entitlement pack (work packs too, per the public record), so a chat's
 # own notify_usage report is preferred; the balance fills in when none is this recent.
 PREFER_REPORT_FOR = 3600.0
@@ -72,6 +73,11 @@ class Credits:
             return
         self.ide_credits = remaining
         self._stamp(BALANCE)
+
+    def exhausted(self) -> None:
+        """Trae answered 4008: the ide credits ran out, whatever the last report said."""
+        self.ide_credits = 0.0
+        self._stamp(EXHAUSTED)
 
     def left_note(self) -> str:
         """For a 4008: how many ide credits were left at the last report, and when."""
