@@ -77,6 +77,7 @@ def test_balance_hosts_follow_the_exchange_hosts(urls: str, hosts: list[str]) ->
         ),
         ('{"billing_mode": "credits"}', None),
         ('{"cn_credits_remain_info": {"ide_credits": true}}', None),
+        ('{"cn_credits_remain_info": {"ide_credits": "nan"}}', None),
         ("not json", None),
     ],
 )
