@@ -87,6 +87,15 @@ def test_reasoning_and_response_are_reconciled_apart() -> None:
     assert "".join(r for _, r in out) + flushed[1] == "okok."
 
 
+def test_held_reasoning_goes_out_before_the_answer() -> None:
+    """Reasoning still undecided when the answer starts is released then, not after it."""
+    reconciler = DeltaReconciler()
+    assert reconciler.push(Delta("", "Ok"))[:2] == ("", "Ok")
+    assert reconciler.push(Delta("", "Ok so"))[:2] == ("", "")
+    assert reconciler.push(Delta("Yes", ""))[:2] == ("Yes", "Ok so")
+    assert reconciler.flush()[:2] == ("", "")
+
+
 def test_tool_arguments_reconciled_per_call() -> None:
     """Snapshot arguments of two calls reach the client once each, names on first fragments."""
     reconciler = DeltaReconciler()

@@ -20,7 +20,8 @@ so far, deliver only its new tail"). A channel starts *undecided* and is judged 
   breaks the chain first decides *delta* and the held fragments are delivered as they came.
   At the end of the stream, held fragments count as deltas: without strong evidence a genuine
   delta stream is never collapsed (``"ha", "ha", "ha"`` stays "hahaha"; ``"Hi", "Hi there"``
-  alone reads "HiHi there").
+  alone reads "HiHi there"). Likewise when a frame moves only the answer while the reasoning
+  still holds fragments (or the other way round): that phase has ended, they go out first.
 - Cumulative for good: a fragment extending the text so far delivers its tail; a shorter or
   equal snapshot (a frame that repeats the text while another channel moves) delivers nothing;
   a snapshot that rewrote text already sent cannot be taken back, so it becomes the new
@@ -105,7 +106,15 @@ class DeltaReconciler:
                 fragments.append(
                     ToolFragment(fragment.index, fragment.id, fragment.name, arguments)
                 )
-        return self._content.push(item.content), self._reasoning.push(item.reasoning), fragments
+        content, reasoning = self._content.push(item.content), self._reasoning.push(item.reasoning)
+        # A frame that moves one text and leaves the other empty ends the other's phase (the
+        # reasoning precedes the answer): what that one still holds goes out now, as deltas,
+        # so that it is not sent after the text that followed it.
+        if item.content and not item.reasoning:
+            reasoning = self._reasoning.flush()
+        elif item.reasoning and not item.content:
+            content = self._content.flush() + content
+        return content, reasoning, fragments
 
     def flush(self) -> tuple[str, str, list[ToolFragment]]:
         """What is still held when the turn ends, as deltas."""
