@@ -17,7 +17,7 @@ import openai
 import orjson
 import pytest
 
-from conftest import CLIENT_KEY, Gateway, GatewayProcess, free_port, sdk
+from conftest import CLIENT_KEY, Gateway, GatewayProcess, free_port, sdk, wait_for
 from simkit import sim_fixtures
 from trae2api.config import load_settings
 from trae2api.testing import SimulatedTrae
@@ -125,6 +125,34 @@ def test_new_user_gets_todays_catalogue(sim: SimulatedTrae, tmp_path: Path) -> N
     chosen = [line for line in lines if line.get("event") == "upstream.dialect_chosen"]
     assert [(line["dialect"], line["host"]) for line in chosen] == [("agent", sim.url)]
     assert "agent catalogue answers" in chosen[0]["reason"]
+
+
+def test_stale_code_is_logged_at_start_up(sim: SimulatedTrae, tmp_path: Path) -> None:
+    """With an old IDE_VERSION_CODE the start-up log names the empty table and the fix."""
+    account = sim.account
+    env = {
+        "REFRESH_TOKEN": account.refresh_token,
+        "CLIENT_ID": account.client_id,
+        "USER_ID": account.user_id,
+        "BASE_URL": sim.url,
+        "REFRESH_TOKEN_URL": sim.url,
+        "DATA_DIR": str(tmp_path / "data"),
+        "IDE_VERSION_CODE": "20250325",
+    }
+    log_path = tmp_path / "gateway.log"
+    gateway = GatewayProcess(env, free_port(), log_path).start()
+
+    def logged() -> list[dict[str, Any]]:
+        lines = [orjson.loads(line) for line in log_path.read_bytes().splitlines()]
+        return [line for line in lines if line.get("event") == "upstream.model_table_empty"]
+
+    try:
+        assert wait_for(lambda: bool(logged()), timeout=15)
+    finally:
+        gateway.stop()
+    [line] = logged()
+    assert line["fix"] == STALE
+    assert line["level"] == "error"
 
 
 def test_chats_on_every_listed_model_with_its_pool(sim: SimulatedTrae, today: Any) -> None:
