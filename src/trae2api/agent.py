@@ -1,4 +1,5 @@
-"""Pure translation for the agent dialect: the chat body (dialect §4) and the catalogue (§3).
+"""Pure translation for the agent dialect: the chat body (dialect §4, §7), the catalogue (§3, §7:
+pools, hidden entries, limits, reasoning levels) and what a probe of its route means (§1).
 
 No I/O, clock or randomness; the HTTP side lives in ``upstream/agent_client.py``.
 """

@@ -6,8 +6,8 @@ catalogue on BASE_URL, then on AGENT_BASE_URL, prefers the agent dialect, and fa
 legacy on BASE_URL only where the agent catalogue is absent. It looks again (at most every
 DIALECT_RECHECK_INTERVAL seconds) when the upstream changes its mind: a route answering 404, or
 the legacy chat answering 3003/4023, several times in a row. It also turns the 4001 every chat
-gets from an empty model table into the fix (dialect §7). It must not build bodies or parse
-answers itself: the dialects do.
+gets from an empty model table into the fix (dialect §7). It must not build bodies or interpret
+answers beyond an error event's code: the dialects and chat.py do.
 """
 
 from __future__ import annotations
