@@ -255,6 +255,16 @@ def chat(client: openai.OpenAI, stream: bool) -> str:
     return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
+def test_wrong_app_id_is_not_called_a_stale_version(today: Any) -> None:
+    """A 4001 naming the app id on every pool is reported as such, not as an empty table."""
+    gateway = today(app_id="not-the-app-id")
+    with gateway.http() as http:
+        ready = http.get("/readyz")
+    assert ready.status_code == 503
+    assert "app_id" in ready.json()["upstream"]
+    assert "empty model table" not in ready.json()["upstream"]
+
+
 def test_current_code_is_ready(today: Any) -> None:
     """With the default (current) version code /readyz is ready."""
     with today().http() as http:

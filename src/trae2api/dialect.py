@@ -340,7 +340,12 @@ class AgentDialect:
 
 
 def _all_param_invalid(errors: Sequence[ApiError]) -> bool:
-    return all(isinstance(e, UpstreamRejected) and e.upstream_code == 4001 for e in errors)
+    """Every pool answered 4001 "param is invalid" (dialect §7: a stale version code), not the
+    4001 of a missing or foreign app id (dialect §2), which is a different fix."""
+    return all(
+        isinstance(e, UpstreamRejected) and e.upstream_code == 4001 and "app_id" not in e.message
+        for e in errors
+    )
 
 
 def _auto_entry(entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
