@@ -5,13 +5,15 @@ again when the upstream changes its mind; fixed modes say so on /status."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
+import orjson
 import pytest
 
-from conftest import Gateway, free_port, wait_for
+from conftest import Gateway, GatewayProcess, free_port, wait_for
 from trae2api.testing import SimulatedTrae
 
 
@@ -81,6 +83,31 @@ def test_auto_falls_back_to_legacy_where_agent_is_absent(
     assert "absent" in choice["reason"]
     assert dead in choice["reason"]
     assert status(gateway)["dialect"] == "legacy"
+
+
+def test_legacy_fallback_without_app_id_says_so(sim: SimulatedTrae, tmp_path: Path) -> None:
+    """A legacy fallback with no APP_ID set logs that APP_ID is needed and where it is."""
+    sim.control.configure(agent_endpoints=False)
+    account = sim.account
+    env = {
+        "REFRESH_TOKEN": account.refresh_token,
+        "CLIENT_ID": account.client_id,
+        "BASE_URL": sim.url,
+        "AGENT_BASE_URL": dead_url(),
+        "REFRESH_TOKEN_URL": sim.url,
+        "DATA_DIR": str(tmp_path / "data"),
+    }
+    log_path = tmp_path / "gateway.log"
+    gateway = GatewayProcess(env, free_port(), log_path).start()
+
+    def events() -> list[str]:
+        return [orjson.loads(line).get("event") for line in log_path.read_bytes().splitlines()]
+
+    try:
+        assert wait_for(lambda: "upstream.legacy_without_app_id" in events(), timeout=15)
+    finally:
+        gateway.stop()
+    assert "upstream.dialect_chosen" in events()
 
 
 def test_auto_moves_to_agent_when_legacy_dies(sim: SimulatedTrae, start_gateway: Any) -> None:

@@ -35,7 +35,7 @@ from trae2api.auth.rotation import DetachedRotator, RotationSetup
 from trae2api.auth.sqlite_store import SqliteStore
 from trae2api.auth.store import CredentialStore
 from trae2api.chat import ChatService, ChatTuning
-from trae2api.config import Settings
+from trae2api.config import AGENT_APP_ID, Settings
 from trae2api.dialect import AgentDialect, LegacyDialect
 from trae2api.errors import ApiError, ConfigError
 from trae2api.imagefetch import ImageFetcher
@@ -114,6 +114,8 @@ def build_deps(
         version_code=settings.ide_version_code,
     )
     dialect.on_switch(catalog.invalidate)
+    if settings.app_id == AGENT_APP_ID:
+        dialect.on_switch(lambda: _warn_legacy_app_id(dialect))
     attachments = Attachments(
         ImageFetcher(
             max_bytes=settings.max_image_bytes,
@@ -242,6 +244,16 @@ def _legacy_dialect(
         account=account,
         media_item=settings.multi_media_item,
     )
+
+
+def _warn_legacy_app_id(dialect: DialectSelector) -> None:
+    # Dialect §2: Trae's product app id is what the agent dialect takes; the legacy chat was
+    # seen only with the account's own (protocol §1).
+    if dialect.name == "legacy":
+        log.warning(
+            "upstream.legacy_without_app_id",
+            fix="set APP_ID to the app id in Trae's ai_1_stdout.log",
+        )
 
 
 def open_store(settings: Settings) -> CredentialStore:
