@@ -172,6 +172,12 @@ LEVELS: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     ),
     ("unknown names only", item("f", effort_levels=["fast", "slow"]), ()),
     ("not a list", item("g", reasoning_effort_level="high"), ()),
+    ("comma list", item("i", effort_levels="light, extra_high"), ("light", "extra_high")),
+    (
+        "a default beside the list",
+        item("j", display_config={"default_effort": "high", "effort_options": ["light", "high"]}),
+        ("light", "high"),
+    ),
     ("broken JSON string", item("h", extra_config="{not json"), ()),
 ]
 

@@ -144,7 +144,10 @@ def _levels_in(place: Any, depth: int) -> tuple[str, ...]:
 
 
 def _known_levels(value: Any) -> tuple[str, ...]:
-    """Known level names in a list of strings (or of objects naming one), in catalogue order."""
+    """Known level names in a list of strings (or of objects naming one), or in a comma list
+    ("light,high"; a single name is more likely a default than the whole set), in order."""
+    if isinstance(value, str) and "," in value:
+        value = [part.strip() for part in value.split(",")]
     if not isinstance(value, list):
         return ()
     names = [
