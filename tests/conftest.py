@@ -83,6 +83,9 @@ def gateway_env(sim: SimulatedTrae, data_dir: Path, **extra: Any) -> dict[str, s
         "UPLOAD_FILE_URL": sim.url,
         "DATA_DIR": str(data_dir),
         "AUTH_TOKEN": CLIENT_KEY,
+        # Most suites test the legacy dialect's behaviour (the seed's default until issue 10);
+        # the dialect-selection suite passes UPSTREAM_DIALECT=auto itself.
+        "UPSTREAM_DIALECT": "legacy",
     }
     env.update({key: str(value) for key, value in extra.items()})
     return env

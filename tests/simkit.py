@@ -17,7 +17,7 @@ from trae2api.testing import SimulatedTrae
 
 CHAT = "/api/ide/v1/chat"
 AGENT_CHAT = "/api/agent/v3/llm_utils_chat"
-VERSION_CODE = "20250325"
+VERSION_CODE = "20260820"
 SESSION = "3f1c2a9e-5b7d-5e0f-9c1a-2b3c4d5e6f70"
 MACHINE_ID = "a" * 64
 Body = dict[str, Any]
@@ -71,7 +71,7 @@ def ide_headers(sim: SimulatedTrae, token: str) -> dict[str, str]:
     return {
         "x-ide-token": token,
         "x-app-id": sim.account.app_id,
-        "x-ide-version": "1.2.10",
+        "x-ide-version": "0.1.61",
         "x-ide-version-code": VERSION_CODE,
         "x-ide-version-type": "stable",
         "x-device-id": "7311234567890123456",
@@ -177,7 +177,7 @@ def agent_headers(sim: SimulatedTrae, token: str, request_id: str = "req-1") -> 
         "x-cloudide-token": token,
         "x-ide-token": token,
         "x-app-id": sim.account.app_id,
-        "x-ide-version": "3.0.0",
+        "x-ide-version": "0.1.52",
         "x-ide-version-code": "20260811",
         "x-app-version-code": "20260811",
         "x-ide-version-type": "stable",
@@ -196,3 +196,30 @@ def agent_headers(sim: SimulatedTrae, token: str, request_id: str = "req-1") -> 
 def text(value: str) -> list[dict[str, str]]:
     """An agent message's ``content``: one text part."""
     return [{"type": "text", "text": value}]
+
+
+CATALOGUE = "/api/ide/v1/get_detail_param"
+
+
+def catalogue_body(function: str = "chat_v3") -> Body:
+    """The seven-key ``get_detail_param`` body of dialect §3."""
+    return {
+        "function": function,
+        "config_names": None,
+        "need_prompt": False,
+        "current_config_info": None,
+        "poly_prompt": True,
+        "mode_type": None,
+        "agent_type": None,
+    }
+
+
+def agent_chat_body(message: str, model: str | None = "kimi-k2", pool: str = "chat_v3") -> Body:
+    """A valid ``llm_utils_chat`` body with one user message; ``model=None`` is inline_chat."""
+    body: Body = {"function": pool, "stream": True}
+    if model is None:
+        body["function"] = "inline_chat"
+    else:
+        body["config_name"] = body["model"] = model
+    body["messages"] = [{"role": "user", "content": text(message)}]
+    return body

@@ -59,7 +59,7 @@ def test_bridged_calls_become_fragments() -> None:
     answer = make(bridged=True)
     text1, _, frags1 = answer.delta(Delta('Sure. <tool_call>{"name": "f", "argu', ""))
     text2, _, frags2 = answer.delta(Delta('ments": {"a": 1}}</tool_call>', ""))
-    tail, held = answer.ending()
+    tail, _, held = answer.ending()
     assert text1 + text2 + tail == "Sure. "
     assert frags1 == []
     assert frags2 == [ToolFragment(0, "call_0", "f", '{"a":1}')]

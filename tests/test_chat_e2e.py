@@ -185,7 +185,9 @@ def test_n_greater_than_one_is_rejected(client: openai.OpenAI) -> None:
         ("[sim:error 4028]", 429, "rate_limit_exceeded", True),
         ("[sim:error 4050]", 429, "rate_limit_exceeded", True),
         ("[sim:error 4008]", 429, "insufficient_quota", True),
-        ("[sim:error 1005]", 429, "insufficient_quota", True),
+        ("[sim:error 1005]", 403, "plan_not_entitled", False),
+        ("[sim:error 4006]", 400, "context_length_exceeded", False),
+        ("[sim:error 4022]", 400, "context_length_exceeded", False),
         ("[sim:error 4001]", 400, "invalid_request", False),
         ("[sim:error 4023]", 404, "model_not_found", False),
         ("[sim:error 4017]", 403, "permission_denied", False),
@@ -204,8 +206,9 @@ def test_business_errors_map_to_http(
         response = http.post("/v1/chat/completions", json={**body, "stream": stream})
     assert response.status_code == status
     error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
+    assert set(error) == {"message", "type", "param", "code", "trae_code"}
     assert error["code"] == code
+    assert str(error["trae_code"]) in directive  # dialect §7: Trae's code reaches the client
     assert ("retry-after" in response.headers) is retry_after
     if "4120" in directive:
         assert "IDE_VERSION" in error["message"]

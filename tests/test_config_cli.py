@@ -141,7 +141,8 @@ def _failing_cases(root: Path) -> dict[str, dict[str, str]]:
     """Every start-up that must be refused, as case name -> environment."""
     cases: dict[str, dict[str, str]] = {}
     for variable in MISSING:
-        env = account_env(root)
+        # APP_ID is required by the legacy dialect only (agent and auto send Trae's own).
+        env = account_env(root, UPSTREAM_DIALECT="legacy")
         del env[variable]
         cases[f"missing-{variable}"] = env
     cases["blank-REFRESH_TOKEN"] = account_env(root, REFRESH_TOKEN="   ")
@@ -238,7 +239,7 @@ def test_env_file_in_cwd_is_read(sim: SimulatedTrae, tmp_path: Path) -> None:
     with serving("serve", env=base_env(tmp_path), cwd=tmp_path, url=url):
         with openai.OpenAI(base_url=f"{url}/v1", api_key=CLIENT_KEY, max_retries=0) as client:
             models = client.models.list()
-        assert "gpt-4o" in {model.id for model in models.data}
+        assert "glm-5.2" in {model.id for model in models.data}
         assert sim.control.stats()["exchanges_ok"] == 1
     assert (tmp_path / "data" / "trae2api.sqlite3").exists()
 
@@ -289,7 +290,8 @@ def test_version_prints_the_package_version(tmp_path: Path) -> None:
 
 
 def test_demo_serves_without_any_account(tmp_path: Path) -> None:
-    """``serve --demo`` needs no account variable; the openai SDK lists models and chats."""
+    """``serve --demo`` needs no account variable; auto picks today's agent dialect and the
+    openai SDK lists models, chats and sends an image."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     args = ("serve", "--demo", "--env-file", "/dev/null", "--port", str(port))
@@ -298,9 +300,10 @@ def test_demo_serves_without_any_account(tmp_path: Path) -> None:
         openai.OpenAI(base_url=f"{url}/v1", api_key="demo", max_retries=0) as client,
     ):
         models = [model.id for model in client.models.list().data]
-        assert "gpt-4o" in models
+        assert "glm-5.3" in models
+        assert httpx.get(f"{url}/status", timeout=10).json()["dialect"] == "agent"
         reply = client.chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "hello demo"}]
+            model="glm-5.2", messages=[{"role": "user", "content": "hello demo"}]
         )
         assert "hello demo" in (reply.choices[0].message.content or "")
         pixel = base64.b64decode(
@@ -308,7 +311,7 @@ def test_demo_serves_without_any_account(tmp_path: Path) -> None:
         )
         image = {"type": "image_url", "image_url": {"url": _data_url(pixel)}}
         seen = client.chat.completions.create(
-            model="claude-3-5-sonnet",
+            model="claude-sonnet-4.5",
             messages=[{"role": "user", "content": [{"type": "text", "text": "see"}, image]}],  # type: ignore[list-item]
         )
         assert "saw 1 image(s): 1x1 png" in (seen.choices[0].message.content or "")

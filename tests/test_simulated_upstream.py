@@ -28,6 +28,8 @@ from simkit import (
 from trae2api.testing import SimState, SimulatedTrae, serve_simulated_trae
 from trae2api.testing.server import bind_socket
 
+ENTITLEMENT = "your plan does not include this feature: entitlement insufficient"
+
 EXCHANGE = "/cloudide/api/v3/trae/oauth/ExchangeToken"
 MODELS = "/api/ide/v1/model_list"
 
@@ -438,10 +440,13 @@ def test_long_directive(sim: SimulatedTrae, client: httpx.Client, token: str) ->
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("[sim:error 4011]", [("error", {"code": 4011, "message": "rate limited"})]),
+        (
+            "[sim:error 4011]",
+            [("error", {"code": 4011, "message": "request rate limited, please try again later"})],
+        ),
         (
             "[sim:error 1005] [sim:msg-variant]",
-            [("error", {"code": 1005, "msg": "quota exhausted"})],
+            [("error", {"code": 1005, "msg": ENTITLEMENT})],
         ),
     ],
 )

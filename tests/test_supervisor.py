@@ -153,8 +153,9 @@ def test_gateway_killed_under_the_supervisor_still_stores_the_rotation(
 
 @pytest.mark.timeout(60)
 def test_a_config_error_under_the_supervisor_exits_2_naming_the_variable(tmp_path: Path) -> None:
-    """Without APP_ID, ``serve --supervise`` exits 2 with the child's one-line message."""
+    """Without APP_ID (legacy), ``serve --supervise`` exits 2 with the child's one-line message."""
     env = {
+        "UPSTREAM_DIALECT": "legacy",  # APP_ID is required by the legacy dialect only
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp_path),
         "LANG": "C.UTF-8",

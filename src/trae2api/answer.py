@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from trae2api.bridge import CallPiece, Piece, ToolCallParser
+from trae2api.cumulative import DeltaReconciler
 from trae2api.errors import QueueTimeout
 from trae2api.events import (
     Delta,
@@ -41,6 +42,7 @@ class Answer:
     ) -> None:
         self.shaper = OutputShaper(request.reasoning_mode, request.stops)
         self.tools = ToolCallAssembler(new_call_id)
+        self._snapshots = DeltaReconciler()  # dialect §7: cumulative snapshots, both dialects
         self._parser = ToolCallParser() if bridged else None
         self._bridged_calls = 0
         self._clock = clock
@@ -70,16 +72,22 @@ class Answer:
         if self.queued_since is not None:
             self._queued_for = (self._queued_for or 0.0) + self._clock() - self.queued_since
             self.queued_since = None
-        self.raw_text += (item.content, item.reasoning)
-        content, fragments = item.content, list(item.tool_fragments)
-        if self._parser is not None and content:
-            content, bridged = self._split(self._parser.feed(content))
-            fragments += bridged
-        text, reasoning = self.shaper.push(content, item.reasoning)
+        emitted = self._emit(*self._snapshots.push(item))
         if item.finish:
             self.upstream_finish = item.finish
         if self.shaper.stopped:
             self.upstream_finish, self.done = "stop", True
+        return emitted
+
+    def _emit(
+        self, content: str, reasoning: str, fragments: list[ToolFragment]
+    ) -> tuple[str, str, list[ToolFragment]]:
+        # Reconciled text only from here on: bridge parser, reasoning mode, stop strings.
+        self.raw_text += (content, reasoning)
+        if self._parser is not None and content:
+            content, bridged = self._split(self._parser.feed(content))
+            fragments = fragments + bridged
+        text, reasoning = self.shaper.push(content, reasoning) if content or reasoning else ("", "")
         return text, reasoning, self.tools.push(fragments) if fragments else []
 
     def note(self, item: Item | None) -> None:
@@ -103,14 +111,14 @@ class Answer:
                 f"(QUEUE_TIMEOUT); try again later"
             )
 
-    def ending(self) -> tuple[str, list[ToolFragment]]:
-        """What is still held back when the turn ends: text, then the held tool calls."""
-        text, fragments = "", []
+    def ending(self) -> tuple[str, str, list[ToolFragment]]:
+        """What is still held back when the turn ends: text, reasoning, then the tool calls."""
+        text, reasoning, fragments = self._emit(*self._snapshots.flush())
         if self._parser is not None:
             closing, bridged = self._split(self._parser.close())
-            text = self.shaper.push(closing, "")[0] if closing else ""
-            fragments = self.tools.push(bridged) if bridged else []
-        return text + self.shaper.flush(), fragments + self.tools.finish()
+            text += self.shaper.push(closing, "")[0] if closing else ""
+            fragments += self.tools.push(bridged) if bridged else []
+        return text + self.shaper.flush(), reasoning, fragments + self.tools.finish()
 
     def usage_payload(self, prompt_text: str) -> dict[str, Any]:
         return usage_payload(self.usage, prompt_text, "".join(self.raw_text))
@@ -161,9 +169,9 @@ class StreamWriter:
     def ending(self, include_usage: bool, prompt_text: str) -> bytes:
         out: list[bytes] = []
         self._role(out)
-        text, fragments = self.answer.ending()
-        if text:
-            out.append(self.renderer.delta(text, ""))
+        text, reasoning, fragments = self.answer.ending()
+        if text or reasoning:
+            out.append(self.renderer.delta(text, reasoning))
         if fragments:
             out.append(self.renderer.tool_calls(fragments))
         out.append(self.renderer.finish(self.answer.finish_reason))

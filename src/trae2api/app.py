@@ -35,17 +35,20 @@ from trae2api.auth.rotation import DetachedRotator, RotationSetup
 from trae2api.auth.sqlite_store import SqliteStore
 from trae2api.auth.store import CredentialStore
 from trae2api.chat import ChatService, ChatTuning
-from trae2api.config import Settings
-from trae2api.dialect import AgentDialect, Dialect, LegacyDialect
+from trae2api.config import AGENT_APP_ID, Settings
+from trae2api.dialect import AgentDialect, LegacyDialect
 from trae2api.errors import ApiError, ConfigError
 from trae2api.imagefetch import ImageFetcher
 from trae2api.log import secrets_registry
-from trae2api.models import AliasTable, ModelCatalog, fetch_model_configs
+from trae2api.models import AliasTable, ModelCatalog
+from trae2api.selector import DialectSelector
 from trae2api.shutdown import Drain
 from trae2api.sigv4 import region_from_host
+from trae2api.status.credits import Credits, poll_balance
 from trae2api.status.health import UpstreamHealth
 from trae2api.status.metrics import MeteredRotator, Metrics
 from trae2api.upstream.agent_client import AgentClient
+from trae2api.upstream.balance import BalanceClient, balance_hosts
 from trae2api.upstream.client import TraeClient, UpstreamIdentity
 from trae2api.upstream.imagex import ImageUploader
 from trae2api.upstream.streams import StreamPool, StreamTimeouts
@@ -64,16 +67,19 @@ class Deps:
     streams: StreamPool
     store: CredentialStore
     account: CredentialManager
-    dialect: Dialect
+    dialect: DialectSelector
     catalog: ModelCatalog
     chat: ChatService
     health: UpstreamHealth
     attachments: Attachments
     background: list[asyncio.Task[Any]] = field(default_factory=list)
+    # GATE-B (issue 10): the credits last reported, and the account host's balance query.
+    credits: Credits | None = None
+    balance: BalanceClient | None = None
 
     async def probe(self) -> None:
         """Ask Trae for the model list now (readiness), bypassing the catalogue's cache."""
-        await fetch_model_configs(self.dialect, self.account, self.health)
+        await self.catalog.refresh()
 
 
 def build_deps(
@@ -98,18 +104,18 @@ def build_deps(
         refresh_lock_ttl=settings.refresh_lock_ttl,
         refresh_lock_wait=settings.refresh_lock_wait,
     )
-    identity = UpstreamIdentity(settings.app_id, settings.ide_version, settings.ide_version_code)
     health = UpstreamHealth()
-    aliases = AliasTable(settings.model_aliases, legacy=settings.upstream_dialect == "legacy")
-
-    async def fetch_catalogue() -> list[dict[str, Any]]:
-        # The dialect is bound below: the agent dialect asks the catalogue for model limits.
-        return await fetch_model_configs(dialect, account, health)
-
-    catalog = ModelCatalog(fetch_catalogue, aliases, ttl=settings.models_ttl)
-    dialect = _dialect(
-        settings, http, streams, identity, catalog, account, settings.data_dir / STORE_FILE
+    dialect = _selector(settings, http, streams, account, settings.data_dir / STORE_FILE)
+    catalog = ModelCatalog(
+        dialect,
+        account,
+        health,
+        ttl=settings.models_ttl,
+        version_code=settings.ide_version_code,
     )
+    dialect.on_switch(catalog.invalidate)
+    if settings.app_id == AGENT_APP_ID:
+        dialect.on_switch(lambda: _warn_legacy_app_id(dialect))
     attachments = Attachments(
         ImageFetcher(
             max_bytes=settings.max_image_bytes,
@@ -119,13 +125,24 @@ def build_deps(
         ),
         catalog,
         max_bytes=settings.max_image_bytes,
-        inline_remote=dialect.needs_image_bytes,
+        # INLINE_REMOTE_IMAGES=false only where the legacy dialect (which needs bytes) cannot be
+        # chosen: with UPSTREAM_DIALECT=agent.
+        inline_remote=settings.inline_remote_images or settings.upstream_dialect != "agent",
     )
     tuning = ChatTuning(
         retries=settings.upstream_retries,
         queue_timeout=settings.queue_timeout,
         keepalive_interval=settings.keepalive_interval,
     )
+    # GATE-B (issue 10): credits (dialect §7) from notify_usage and the balance endpoint.
+    credits = Credits(low_threshold=settings.credits_low_threshold, metrics=metrics)
+    balance = BalanceClient(
+        http,
+        account,
+        hosts=balance_hosts(settings.refresh_token_url),
+        ide_version=settings.ide_version,
+    )
+    # end GATE-B
     chat = ChatService(
         dialect=dialect,
         account=account,
@@ -134,35 +151,78 @@ def build_deps(
         attachments=attachments,
         metrics=metrics,
         drain=drain,
+        credits=credits,  # GATE-B (issue 10)
     )
-    return Deps(http, streams, store, account, dialect, catalog, chat, health, attachments)
+    deps = Deps(http, streams, store, account, dialect, catalog, chat, health, attachments)
+    deps.credits, deps.balance = credits, balance  # GATE-B (issue 10)
+    return deps
 
 
-def _dialect(
+def _selector(
+    settings: Settings,
+    http: httpx.AsyncClient,
+    streams: StreamPool,
+    account: CredentialManager,
+    store_path: Path,
+) -> DialectSelector:
+    """UPSTREAM_DIALECT: one dialect, or (auto) the candidates the selector probes."""
+    identity = UpstreamIdentity(settings.app_id, settings.ide_version, settings.ide_version_code)
+    mode = settings.upstream_dialect
+    hosts = [settings.base_url]
+    if mode == "auto" and settings.agent_base_url != settings.base_url:
+        hosts.append(settings.agent_base_url)  # dialect §1: the region's agent host
+    agents = [
+        _agent_dialect(settings, http, streams, identity, account, host)
+        for host in (hosts if mode != "legacy" else [])
+    ]
+    legacy = None
+    if mode != "agent":
+        legacy = (
+            _legacy_dialect(settings, http, streams, identity, account, store_path),
+            settings.base_url,
+        )
+    return DialectSelector(
+        mode,
+        agents=agents,
+        legacy=legacy,
+        account=account,
+        version_code=settings.ide_version_code,
+        recheck_interval=settings.dialect_recheck_interval,
+    )
+
+
+def _agent_dialect(
     settings: Settings,
     http: httpx.AsyncClient,
     streams: StreamPool,
     identity: UpstreamIdentity,
-    catalog: ModelCatalog,
+    account: CredentialManager,
+    host: str,
+) -> AgentDialect:
+    client = AgentClient(
+        http,
+        streams,
+        base_url=host,
+        identity=identity,
+        user_id=settings.user_id,
+        pools=settings.pools,
+    )
+    return AgentDialect(
+        client,
+        account,
+        AliasTable(settings.model_aliases, legacy=False),
+        inline_remote_images=settings.inline_remote_images,
+    )
+
+
+def _legacy_dialect(
+    settings: Settings,
+    http: httpx.AsyncClient,
+    streams: StreamPool,
+    identity: UpstreamIdentity,
     account: CredentialManager,
     store_path: Path,
-) -> Dialect:
-    """UPSTREAM_DIALECT picks the adapter; both share everything else."""
-    if settings.upstream_dialect == "agent":
-        client = AgentClient(
-            http,
-            streams,
-            base_url=settings.base_url,
-            identity=identity,
-            user_id=settings.user_id,
-            pool=settings.trae_function,
-        )
-        return AgentDialect(
-            client,
-            catalog,
-            catalog.aliases.to_trae,
-            inline_remote_images=settings.inline_remote_images,
-        )
+) -> LegacyDialect:
     legacy = TraeClient(http, streams, base_url=settings.base_url, identity=identity)
     uploader = ImageUploader(
         http,
@@ -179,11 +239,21 @@ def _dialect(
     return LegacyDialect(
         legacy,
         version_code=int(settings.ide_version_code),
-        to_trae=catalog.aliases.to_trae,
+        aliases=AliasTable(settings.model_aliases, legacy=True),
         uploader=uploader,
         account=account,
         media_item=settings.multi_media_item,
     )
+
+
+def _warn_legacy_app_id(dialect: DialectSelector) -> None:
+    # Dialect §2: Trae's product app id is what the agent dialect takes; the legacy chat was
+    # seen only with the account's own (protocol §1).
+    if dialect.name == "legacy":
+        log.warning(
+            "upstream.legacy_without_app_id",
+            fix="set APP_ID to the app id in Trae's ai_1_stdout.log",
+        )
 
 
 def open_store(settings: Settings) -> CredentialStore:
@@ -203,7 +273,7 @@ def rotation_setup(settings: Settings) -> RotationSetup:
     """What the rotation process (``python -m trae2api.rotator``) needs to reach store and Trae."""
     return RotationSetup(
         store="sqlite" if settings.redis_url is None else "redis",
-        exchange_url=settings.refresh_token_url,
+        exchange_url=settings.refresh_token_url,  # a comma list: upstream/exchange.py
         client_id=settings.client_id,
         user_id=settings.user_id,
         sqlite_path=str(settings.data_dir / STORE_FILE),
@@ -248,6 +318,13 @@ def _lifespan(
         await ready.account.start()
         ready.background.append(asyncio.create_task(ready.account.run_background_refresh()))
         ready.background.append(asyncio.create_task(_warm_up(ready)))
+        # GATE-B (issue 10): the credits balance at start-up and every CREDITS_REFRESH_INTERVAL.
+        if ready.credits and ready.balance and settings.credits_refresh_interval > 0:
+            poll = poll_balance(
+                ready.credits, ready.balance.remaining, settings.credits_refresh_interval
+            )
+            ready.background.append(asyncio.create_task(poll))
+        # end GATE-B
         log.info("started", version=__version__, base_url=settings.base_url)
         try:
             yield

@@ -24,14 +24,17 @@ from trae2api.errors import (
     ApiError,
     GatewayError,
     ReauthRequired,
+    UpstreamError,
     UpstreamRejected,
     UpstreamUnavailable,
     from_business_code,
+    trae_fields,
 )
-from trae2api.events import Delta, Failure, Finished, Item, interpret
+from trae2api.events import CreditsReport, Delta, Failure, Finished, Item, interpret
 from trae2api.render import ChunkRenderer, completion_body, error_event
 from trae2api.shutdown import SHUTDOWN_MESSAGE, Drain, ShuttingDown
 from trae2api.sse import DONE
+from trae2api.status.credits import Credits
 from trae2api.status.health import UpstreamHealth
 from trae2api.status.metrics import Metrics
 from trae2api.translate import ChatRequest
@@ -77,8 +80,10 @@ class ChatService:
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
         drain: Drain | None = None,
+        credits: Credits | None = None,
     ) -> None:
         self._dialect = dialect
+        self._credits = credits
         self._metrics = metrics or Metrics()
         self._drain = drain or Drain(float("inf"))  # never started: chats are never ended
         self._attachments = attachments
@@ -132,7 +137,9 @@ class ChatService:
                         raise ClientDisconnected("the client went away")
         finally:
             await batches.aclose()
-        content.append(answer.ending()[0])
+        text, thought, _ = answer.ending()
+        content.append(text)
+        reasoning.append(thought)
         completion = completion_body(
             completion_id=_completion_id(),
             created=int(self._clock()),
@@ -169,7 +176,9 @@ class ChatService:
         except ApiError as exc:
             if not writer.sent:
                 raise
-            log.warning("stream_failed_in_band", code=exc.code, reason=exc.message)
+            log.warning(
+                "stream_failed_in_band", code=exc.code, reason=exc.message, **trae_fields(exc)
+            )
             yield error_event(exc.envelope()) + DONE
             return
         finally:
@@ -189,23 +198,41 @@ class ChatService:
                 if not produced:
                     raise UpstreamUnavailable("Trae ended the stream without an answer")
                 return
-            except UpstreamRejected as exc:
-                if exc.upstream_code != 1001 or produced:
+            except UpstreamError as exc:
+                if isinstance(exc, UpstreamUnavailable):
+                    self._health.failure(exc.message)
+                if produced:
                     raise
-                if refreshed:
-                    raise ReauthRequired(
-                        "Trae refused a freshly refreshed access token; the operator must log "
-                        "in to Trae again and update REFRESH_TOKEN"
-                    ) from exc
-                token, refreshed = await self._account.refresh_after_rejection(token), True
-            except UpstreamUnavailable as exc:
-                self._health.failure(exc.message)
-                if produced or attempt >= self._tuning.retries:
+                if isinstance(exc, UpstreamRejected) and exc.upstream_code == 1001:
+                    if refreshed:
+                        raise ReauthRequired(
+                            "Trae refused a freshly refreshed access token; the operator must "
+                            "log in to Trae again and update REFRESH_TOKEN"
+                        ) from exc
+                    token, refreshed = await self._account.refresh_after_rejection(token), True
+                    continue
+                if not exc.retryable:
                     raise
                 attempt += 1
-                delay = self._tuning.retry_base_delay * 2 ** (attempt - 1)
-                log.info("upstream_retry", attempt=attempt, reason=exc.message, delay=delay)
-                await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311
+                if attempt <= self._tuning.retries:
+                    await self._back_off(exc, attempt)
+                elif isinstance(exc, UpstreamRejected):
+                    raise _gave_up(exc, attempt) from exc
+                else:
+                    raise
+
+    async def _back_off(self, exc: UpstreamError, attempt: int) -> None:
+        # Protocol §7 and dialect §7 (3003): retried with backoff before the first byte.
+        delay = self._tuning.retry_base_delay * 2 ** (attempt - 1)
+        log.info(
+            "upstream_retry",
+            attempt=attempt,
+            of=self._tuning.retries + 1,
+            reason=exc.message,
+            delay=delay,
+            **trae_fields(exc),
+        )
+        await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311
 
     async def _attempt(self, body: dict[str, Any], token: str) -> AsyncIterator[list[Item]]:
         try:
@@ -218,14 +245,30 @@ class ChatService:
                         if isinstance(item, Failure):
                             if items:
                                 yield items  # what came before the error still counts
-                            raise from_business_code(item.code, item.message)
-                        if item is not None:
+                            raise self._explain(item.code, item.message)
+                        if isinstance(item, CreditsReport):
+                            self._credit(item)
+                        elif item is not None:
                             items.append(item)
                     if items:
                         yield items
         except ApiError as exc:
             self._metrics.upstream_error(exc)
             raise
+
+    def _explain(self, code: int, message: str) -> UpstreamRejected:
+        """The one place a Trae rejection gains what the gateway knows about it (dialect §7)."""
+        note = ""
+        if code == 4008 and self._credits is not None:
+            note = self._credits.left_note()
+            self._credits.exhausted()  # dialect §7: 4008 means ide_credits ran out
+        return from_business_code(code, message, note=note)
+
+    def _credit(self, report: CreditsReport) -> None:
+        if self._credits is not None:
+            self._credits.observe_report(
+                report.ide_credits, report.work_credits, report.billing_mode
+            )
 
     async def _relay(
         self, batches: AsyncIterator[list[Item]], tick: float
@@ -273,6 +316,12 @@ class ChatService:
 @dataclass(frozen=True, slots=True)
 class _End:
     error: Exception | None
+
+
+def _gave_up(exc: UpstreamRejected, attempts: int) -> UpstreamRejected:
+    """The last transient rejection, saying how often it was tried."""
+    code = exc.upstream_code if exc.upstream_code is not None else 0
+    return from_business_code(code, exc.trae_message, note=f"tried {attempts} times")
 
 
 async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -114,7 +114,8 @@ def _serve_demo(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from trae2api.testing.server import bind_socket, make_server
     from trae2api.testing.state import SimState
 
-    state = SimState()
+    # Today's Trae (dialect §7): the agent dialect answers, the legacy chat is dying.
+    state = SimState(legacy_chat="dying")
     sock = bind_socket("127.0.0.1", 0)
     sim_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     account = state.account
@@ -127,6 +128,7 @@ def _serve_demo(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
             "user_id": account.user_id,
             "refresh_token": account.refresh_token,
             "base_url": sim_url,
+            "agent_base_url": sim_url,
             "refresh_token_url": sim_url,
             "get_file_id_url": sim_url,
             "upload_file_url": sim_url,

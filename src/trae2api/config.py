@@ -6,6 +6,7 @@ from (the seed guide); this module must not start anything or touch the network.
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import json
 from pathlib import Path
@@ -51,20 +52,35 @@ DEFAULT_MULTI_MEDIA_ITEM = {
 _ITEM_EXAMPLE = '{"type": "image", "uri": "$uri", "width": "$width", "height": "$height"}'
 # Trae's product app id, what peers send on the agent dialect (dialect §2).
 AGENT_APP_ID = "6eefa01c-1036-4c7e-9ca5-d891f63bfcd8"
-# (chat and catalogue host, exchange host) per dialect and region (protocol §1, dialect §1).
+# Dialect §7: the CN exchange host, with the older one as fallback (tried only when the first
+# cannot have seen the refresh token; upstream/exchange.py).
+_CN_EXCHANGE = "https://api.trae.com.cn,https://api.trae.cn"
+# (chat and catalogue host, exchange host) per dialect and region (protocol §1, dialect §1, §7).
+# ``auto`` keeps the original's (legacy) BASE_URL and finds the agent host through AGENT_BASE_URL.
 _REGION_HOSTS = {
     "legacy": {
         "sg": ("https://trae-api-sg.mchost.guru", "https://api-sg-central.trae.ai"),
         "us": ("https://trae-api-us.mchost.guru", "https://api-sg-central.trae.ai"),
-        "cn": ("https://trae-api-cn.mchost.guru", "https://api.trae.cn"),
+        "cn": ("https://trae-api-cn.mchost.guru", _CN_EXCHANGE),
+    },
+    "auto": {
+        "sg": ("https://trae-api-sg.mchost.guru", "https://api.trae.ai"),
+        "us": ("https://trae-api-us.mchost.guru", "https://api.trae.ai"),
+        "cn": ("https://trae-api-cn.mchost.guru", _CN_EXCHANGE),
     },
     "agent": {
         "sg": ("https://coresg-normal.trae.ai", "https://api.trae.ai"),
         "us": ("https://coreva-normal.trae.ai", "https://api.trae.ai"),
-        "cn": ("https://trae-api-cn.mchost.guru", "https://api.trae.cn"),
+        "cn": ("https://trae-api-cn.mchost.guru", _CN_EXCHANGE),
     },
 }
-_URL_FIELDS = ("base_url", "refresh_token_url", "get_file_id_url", "upload_file_url")
+# Dialect §7 CHOICE: every pool seen in the public record, in every region. Which pools an
+# account has depends on its plan, not its region; a pool the account lacks is skipped.
+DEFAULT_POOLS = "chat_v3,solo_work_remote,solo_work_lite"
+# Dialect §7: seen working in Aug–Sep 2026; codes before 20260801 select an empty model table.
+DEFAULT_IDE_VERSION = "0.1.61"
+DEFAULT_IDE_VERSION_CODE = "20260820"
+_URL_FIELDS = ("base_url", "agent_base_url", "get_file_id_url", "upload_file_url")
 
 
 class Settings(BaseSettings):
@@ -85,19 +101,25 @@ class Settings(BaseSettings):
     auth_token: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
     base_url: str = "https://trae-api-sg.mchost.guru"
-    refresh_token_url: str = "https://api-sg-central.trae.ai"  # noqa: S105 (a URL)
+    # Where ``auto`` looks for the agent dialect when BASE_URL lacks it (dialect §1).
+    agent_base_url: str = "https://coresg-normal.trae.ai"
+    # One URL or a comma list tried in order (dialect §7: CN falls back to api.trae.cn).
+    refresh_token_url: str = "https://api.trae.ai"  # noqa: S105 (a URL)
     get_file_id_url: str = "https://imagex-ap-singapore-1.bytevcloudapi.com"
     upload_file_url: str = "https://tos-sg16-share.vodupload.com"
 
-    upstream_dialect: Literal["legacy", "agent"] = "legacy"
+    upstream_dialect: Literal["auto", "legacy", "agent"] = "auto"
     trae_region: Literal["sg", "us", "cn"] = "sg"
-    trae_function: str = Field(default="chat_v3", min_length=1)
+    # Comma list of pools (dialect §7); the catalogue is their union, the first pool wins.
+    trae_function: str = DEFAULT_POOLS
+    # Seconds between two re-detections of the dialect in ``auto`` mode (selector.py).
+    dialect_recheck_interval: float = Field(default=300.0, ge=0)
 
     host: str = "127.0.0.1"
     port: int = Field(default=17080, ge=1, le=65535)
     data_dir: Path = Path("./data")
-    ide_version: str = "1.2.10"
-    ide_version_code: str = Field(default="20250325", pattern=r"^[0-9]{1,12}$")
+    ide_version: str = Field(default=DEFAULT_IDE_VERSION, min_length=1)
+    ide_version_code: str = DEFAULT_IDE_VERSION_CODE
     reasoning_mode: ReasoningMode = "reasoning_content"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -125,6 +147,10 @@ class Settings(BaseSettings):
     upstream_connect_timeout: float = Field(default=10.0, gt=0)
     upstream_read_timeout: float = Field(default=120.0, gt=0)
     upstream_retries: int = Field(default=2, ge=0, le=10)
+    # GATE-B (issue 10), dialect §7: warn under this many ide credits; seconds between balance
+    # queries (0: never ask the account host).
+    credits_low_threshold: float = Field(default=50.0, ge=0)
+    credits_refresh_interval: float = Field(default=900.0, ge=0)
     refresh_margin: float = Field(default=600.0, ge=0)
     ready_window: float = Field(default=300.0, gt=0)
     # Access control and operations (README "Security" and "Operations").
@@ -158,9 +184,36 @@ class Settings(BaseSettings):
         for name, url in zip(("base_url", "refresh_token_url"), presets, strict=True):
             if name not in self.model_fields_set:
                 setattr(self, name, url)
-        if self.upstream_dialect == "agent" and "app_id" not in self.model_fields_set:
+        if "agent_base_url" not in self.model_fields_set:
+            self.agent_base_url = _REGION_HOSTS["agent"][self.trae_region][0]
+        if self.upstream_dialect != "legacy" and "app_id" not in self.model_fields_set:
             self.app_id = self.app_id or AGENT_APP_ID
         return self
+
+    @field_validator("ide_version_code", mode="before")
+    @classmethod
+    def _check_version_code(cls, value: Any) -> Any:
+        # Dialect §7: the code selects the model table and must be a real date YYYYMMDD.
+        text = value.strip() if isinstance(value, str) else str(value)
+        if not _is_date_code(text):
+            raise ValueError(
+                f"must be an 8-digit date YYYYMMDD such as {DEFAULT_IDE_VERSION_CODE} (the "
+                f"build date of a current Trae release; older codes select an empty model table)"
+            )
+        return text
+
+    @field_validator("trae_function")
+    @classmethod
+    def _check_pools(cls, value: str) -> str:
+        pools = [pool.strip() for pool in value.split(",")]
+        if not all(pools):
+            raise ValueError("must be a pool name or a comma list such as " + DEFAULT_POOLS)
+        return ",".join(pools)
+
+    @field_validator("refresh_token_url")
+    @classmethod
+    def _check_exchange_urls(cls, value: str) -> str:
+        return ",".join(_checked_url(url.strip()) for url in value.split(","))
 
     @field_validator(
         "reasoning_mode", "log_format", "upstream_dialect", "trae_region", mode="before"
@@ -220,17 +273,42 @@ class Settings(BaseSettings):
     @field_validator(*_URL_FIELDS)
     @classmethod
     def _check_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")) or value[-3:] == "://":
-            raise ValueError("must be an http(s) URL such as https://trae-api-sg.mchost.guru")
-        return value.rstrip("/")
+        return _checked_url(value)
 
     @property
     def client_keys(self) -> list[str]:
         return [key.get_secret_value() for key in self.auth_token]
 
     @property
+    def pools(self) -> tuple[str, ...]:
+        """TRAE_FUNCTION as a list, duplicates dropped (dialect §7)."""
+        return tuple(dict.fromkeys(self.trae_function.split(",")))
+
+    @property
+    def exchange_urls(self) -> tuple[str, ...]:
+        """REFRESH_TOKEN_URL as the hosts to try, in order (dialect §7)."""
+        return tuple(self.refresh_token_url.split(","))
+
+    @property
     def binds_loopback(self) -> bool:
         return is_loopback(self.host)
+
+
+def _checked_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")) or value[-3:] == "://":
+        raise ValueError("must be an http(s) URL such as https://trae-api-sg.mchost.guru")
+    return value.rstrip("/")
+
+
+def _is_date_code(text: str) -> bool:
+    """An 8-digit ``YYYYMMDD`` that names a real day (dialect §7)."""
+    if len(text) != 8 or not text.isascii() or not text.isdigit():
+        return False
+    try:
+        datetime.date(int(text[:4]), int(text[4:6]), int(text[6:]))
+    except ValueError:
+        return False
+    return True
 
 
 def is_loopback(host: str) -> bool:

@@ -6,6 +6,7 @@ it must not read streams or decide retries — chat.py does that for both.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -14,13 +15,21 @@ from typing import Any, Protocol
 import structlog
 
 from trae2api import bridge
-from trae2api.agent import AUTO_MODEL, bare_model_name, build_agent_body
+from trae2api.agent import (
+    AUTO_MODEL,
+    Probe,
+    bare_model_name,
+    build_agent_body,
+    effort_level,
+    union_of_pools,
+)
 from trae2api.attachments import TurnImages
 from trae2api.auth.account import Account
 from trae2api.auth.credentials import DeviceIdentity
 from trae2api.config import DEFAULT_MULTI_MEDIA_ITEM
-from trae2api.errors import InvalidRequest, UpstreamRejected
+from trae2api.errors import ApiError, InvalidRequest, UpstreamRejected
 from trae2api.images import ImageData
+from trae2api.models import AliasTable
 from trae2api.sse import SSEEvent
 from trae2api.translate import (
     ChatRequest,
@@ -43,12 +52,6 @@ _WORKSPACES = {
 EventStream = AbstractAsyncContextManager[AsyncIterator[list[SSEEvent]]]
 
 
-class Limits(Protocol):
-    """What a dialect may ask the catalogue: a model's output limit."""
-
-    async def max_tokens(self, model_id: str) -> int | None: ...
-
-
 class Uploader(Protocol):
     """The legacy image pipeline (protocol §8): bytes in, an ImageX reference out."""
 
@@ -60,9 +63,16 @@ class Uploader(Protocol):
 
 
 class Dialect(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
+
+    # Client names ↔ Trae names for this dialect's catalogue (protocol §4).
+    @property
+    def aliases(self) -> AliasTable: ...
+
     # Whether remote image URLs must be fetched (else they may be passed on as they are).
-    needs_image_bytes: bool
+    @property
+    def needs_image_bytes(self) -> bool: ...
 
     def bridges_tools(self, request: ChatRequest) -> bool: ...
 
@@ -92,7 +102,7 @@ class LegacyDialect:
         client: TraeClient,
         *,
         version_code: int,
-        to_trae: Callable[[str], str],
+        aliases: AliasTable,
         uploader: Uploader | None = None,
         account: Account | None = None,
         media_item: Mapping[str, Any] | None = None,
@@ -100,7 +110,7 @@ class LegacyDialect:
     ) -> None:
         self._client = client
         self._version_code = version_code
-        self._to_trae = to_trae
+        self.aliases = aliases
         self._uploader = uploader
         self._account = account
         self._media_item = dict(media_item or DEFAULT_MULTI_MEDIA_ITEM)
@@ -113,7 +123,7 @@ class LegacyDialect:
         self, request: ChatRequest, device: DeviceIdentity, images: TurnImages | None = None
     ) -> dict[str, Any]:
         context = LegacyContext(
-            trae_model=self._to_trae(request.model),
+            trae_model=self.aliases.to_trae(request.model),
             session_id=session_id_for(request.turns, request.client_name),
             version_code=self._version_code,
             current_time=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self._clock())),
@@ -220,22 +230,38 @@ def render_tool_history(turns: Sequence[Turn]) -> list[Turn]:
 
 
 class AgentDialect:
-    """``/api/agent/v3/llm_utils_chat`` (dialect §4) with native tool calling."""
+    """``/api/agent/v3/llm_utils_chat`` (dialect §4) with native tool calling.
+
+    It remembers each listed model's pool, output limit and reasoning levels (dialect §7) from
+    its last catalogue, and lists the catalogue again for a model it has not seen (at most every
+    ``relist_after`` seconds).
+    """
 
     name = "agent"
 
     def __init__(
         self,
         client: AgentClient,
-        limits: Limits,
-        to_trae: Callable[[str], str],
+        account: Account,
+        aliases: AliasTable,
         *,
         inline_remote_images: bool = True,
+        relist_after: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
-        self._limits = limits
-        self._to_trae = to_trae
+        self._account = account
+        self.aliases = aliases
         self.needs_image_bytes = inline_remote_images
+        self._relist_after = relist_after
+        self._clock = clock
+        self._models: dict[str, dict[str, Any]] = {}
+        self._listed_at: float | None = None
+        self._relisting = asyncio.Lock()
+
+    @property
+    def host(self) -> str:
+        return self._client.base_url
 
     def bridges_tools(self, request: ChatRequest) -> bool:
         return False
@@ -244,29 +270,93 @@ class AgentDialect:
         self, request: ChatRequest, device: DeviceIdentity, images: TurnImages | None = None
     ) -> dict[str, Any]:
         urls = [[i if isinstance(i, str) else i.data_url() for i in t] for t in images or []]
-        model = bare_model_name(self._to_trae(request.model))
+        model = bare_model_name(self.aliases.to_trae(request.model))
+        # "auto" is the account default (dialect §3): its limit and levels are the default's.
+        facts = await self._facts(model, device)
+        effort = effort_level(request.reasoning_effort, facts.get("effort_levels") or ())
+        if request.reasoning_effort and effort is None:
+            log.debug("reasoning_effort_dropped", model=model, asked=request.reasoning_effort)
+        limit = facts.get("max_tokens")
         if model == AUTO_MODEL:
-            return build_agent_body(request, None, self._client.pool, None, urls)
-        limit = await self._limits.max_tokens(model) if request.max_tokens else None
-        return build_agent_body(request, model, self._client.pool, limit, urls)
+            return build_agent_body(request, None, "inline_chat", limit, urls, effort)
+        # Dialect §7: a model is valid only with the pool it was listed under.
+        pool = facts.get("pool") or self._client.pools[0]
+        return build_agent_body(request, model, pool, limit, urls, effort)
+
+    async def _facts(self, model: str, device: DeviceIdentity) -> dict[str, Any]:
+        """The model's catalogue entry, listing the catalogue again if it is unknown and old."""
+        if model in self._models or not self._may_relist():
+            return self._models.get(model, {})
+        async with self._relisting:
+            if model not in self._models and self._may_relist():
+                try:
+                    await self.catalogue(await self._account.access_token(), device)
+                except ApiError as exc:
+                    log.info("catalogue_relist_failed", model=model, reason=exc.message)
+                    self._listed_at = self._clock()
+        return self._models.get(model, {})
+
+    def _may_relist(self) -> bool:
+        listed = self._listed_at
+        return listed is None or self._clock() - listed >= self._relist_after
 
     def open_chat(
         self, body: dict[str, Any], access_token: str, device: DeviceIdentity
     ) -> EventStream:
         return self._client.chat(body, access_token, device)
 
+    async def probe(self, access_token: str, device: DeviceIdentity) -> Probe:
+        return await self._client.probe(access_token, device)
+
     async def catalogue(self, access_token: str, device: DeviceIdentity) -> list[dict[str, Any]]:
-        entries = await self._client.catalogue(access_token, device)
-        default = next((e for e in entries if e["is_default"]), None)
-        auto = {
-            "name": AUTO_MODEL,
-            "display_name": f"Account default ({default['name']})"
-            if default
-            else "Account default",
-            "multimodal": bool(default and default["multimodal"]),
-            "is_default": False,
-        }
-        return [auto, *entries]
+        """Dialect §7: the union of the pools' models (first pool wins); a pool that fails is
+        skipped while another answers. Empty when Trae's table is (a stale IDE_VERSION_CODE)."""
+        pools = self._client.pools
+        answers = await asyncio.gather(
+            *(self._client.catalogue(pool, access_token, device) for pool in pools),
+            return_exceptions=True,
+        )
+        listed = [answer for answer in answers if isinstance(answer, list)]
+        for pool, answer in zip(pools, answers, strict=True):
+            if isinstance(answer, BaseException) and not isinstance(answer, ApiError):
+                raise answer
+            if isinstance(answer, ApiError) and listed:
+                log.info("catalogue.pool_skipped", pool=pool, reason=answer.message)
+        if not listed:
+            errors = [answer for answer in answers if isinstance(answer, ApiError)]
+            if not _all_param_invalid(errors):
+                raise errors[0]
+            # Dialect §7: a stale version code can also answer 4001 for every pool.
+            listed = [[]]
+        entries = union_of_pools(listed)
+        if entries:
+            entries = [_auto_entry(entries), *entries]
+        self._models = {entry["name"]: entry for entry in entries}
+        self._listed_at = self._clock()
+        return entries
 
     async def aclose(self) -> None:
         return None
+
+
+def _all_param_invalid(errors: Sequence[ApiError]) -> bool:
+    """Every pool answered 4001 "param is invalid" (dialect §7: a stale version code), not the
+    4001 of a missing or foreign app id (dialect §2), which is a different fix."""
+    return all(
+        isinstance(e, UpstreamRejected) and e.upstream_code == 4001 and "app_id" not in e.message
+        for e in errors
+    )
+
+
+def _auto_entry(entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Dialect §3: ``auto`` is the account's default model."""
+    default = next((e for e in entries if e["is_default"]), None)
+    if default is None:
+        return {"name": AUTO_MODEL, "display_name": "Account default", "pool": "inline_chat"}
+    return {
+        **default,
+        "name": AUTO_MODEL,
+        "display_name": f"Account default ({default['name']})",
+        "is_default": False,
+        "pool": "inline_chat",
+    }

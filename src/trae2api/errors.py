@@ -11,7 +11,18 @@ Everything a client can see as an error is an ``ApiError``; this module must not
         ├── PayloadTooLarge       413
         └── UpstreamError         Trae could not give an answer
             ├── UpstreamUnavailable   transport failure or 5xx; retryable before the first byte
-            ├── UpstreamRejected      a business error code from Trae (protocol §7)
+            ├── UpstreamRejected      a business error code from Trae (protocol §7, dialect §7),
+            │                         mapped by the one table below (``_BUSINESS_CODES``):
+            │     1001                refresh once, then ReauthRequired (chat.py)
+            │     3003                transient: retried before the first byte, then 502
+            │     4006, 4022          400 context_length_exceeded
+            │     4008                429 insufficient_quota: the credits ran out (no retry)
+            │     4011, 4028, 4050    429 rate_limit_exceeded + Retry-After
+            │     1005                403 the plan or entitlement does not cover it
+            │     2001, 4001, 4027    400 invalid_request; 4023 404 model_not_found
+            │     4017 403; 4120 502 naming IDE_VERSION_CODE; any other code 502
+            │                         Each keeps Trae's code (``trae_code`` in the envelope)
+            │                         and message (in the message text).
             ├── ReauthRequired        the refresh token was rejected: the operator must log in again
             └── QueueTimeout          Trae kept the request queued longer than QUEUE_TIMEOUT
 """
@@ -139,11 +150,35 @@ def upstream_unavailable(message: str) -> UpstreamUnavailable:
 
 
 class UpstreamRejected(UpstreamError):
-    """Trae answered with a business error code (protocol §7)."""
+    """Trae answered with a business error code (protocol §7); code and message are kept."""
 
-    def __init__(self, message: str, *, upstream_code: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream_code: int | None = None,
+        trae_message: str = "",
+        retryable: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(message, **kwargs)
         self.upstream_code = upstream_code
+        self.trae_message = trae_message
+        self.retryable = retryable
+
+    def envelope(self) -> dict[str, Any]:
+        """OpenAI's envelope plus ``trae_code``, so the operator can look the code up."""
+        envelope = super().envelope()
+        if self.upstream_code is not None:
+            envelope["error"]["trae_code"] = self.upstream_code
+        return envelope
+
+
+def trae_fields(error: Exception) -> dict[str, Any]:
+    """Log fields naming Trae's own code and message, for errors that came from one."""
+    if isinstance(error, UpstreamRejected) and error.upstream_code is not None:
+        return {"trae_code": error.upstream_code, "trae_message": error.trae_message}
+    return {}
 
 
 class ReauthRequired(UpstreamError):
@@ -172,22 +207,43 @@ class _Mapping:
     retry_after: int | None = None
     should_retry: bool | None = None
     param: str | None = None
+    retryable: bool = False  # transient: chat tries again before the first byte
 
 
 _INVALID = ("invalid_request_error", "invalid_request")
-_QUOTA = _Mapping(
-    429,
-    "insufficient_quota",
-    "insufficient_quota",
-    "the Trae plan's quota is used up",
-    retry_after=3600,
-    should_retry=False,
-)
 _RATE = _Mapping(429, "rate_limit_error", "rate_limit_exceeded", retry_after=5)
+_CONTEXT = _Mapping(
+    400,
+    "invalid_request_error",
+    "context_length_exceeded",
+    "the messages are longer than the model's context window; shorten them "
+    "(GET /v1/models shows each model's context_length)",
+    param="messages",
+)
 _BUSINESS_CODES: dict[int, _Mapping] = {
     1001: _Mapping(401, "upstream_error", "upstream_unauthenticated"),
-    1005: _QUOTA,
-    4008: _QUOTA,
+    # Dialect §7: 1005 is the plan or entitlement, 4008 the credits (it does not heal in minutes).
+    1005: _Mapping(
+        403,
+        "permission_error",
+        "plan_not_entitled",
+        "the Trae plan or its entitlements do not cover this request; another model "
+        "or a higher plan may",
+        should_retry=False,
+    ),
+    4008: _Mapping(
+        429,
+        "insufficient_quota",
+        "insufficient_quota",
+        "the Trae account's credits ran out; they do not come back within minutes",
+        retry_after=3600,
+        should_retry=False,
+    ),
+    3003: _Mapping(
+        502, "upstream_error", "upstream_error", "a transient Trae failure", retryable=True
+    ),
+    4006: _CONTEXT,
+    4022: _CONTEXT,
     4011: _RATE,
     4028: _RATE,
     4050: _Mapping(
@@ -227,13 +283,20 @@ _BUSINESS_CODES: dict[int, _Mapping] = {
 _OTHER = _Mapping(502, "upstream_error", "upstream_error")
 
 
-def from_business_code(code: int, message: str) -> UpstreamError:
-    """Map a Trae business error code to what an OpenAI client can act on (protocol §7)."""
+def from_business_code(code: int, message: str, *, note: str = "") -> UpstreamRejected:
+    """Map a Trae business error code to what an OpenAI client can act on (protocol §7).
+
+    ``note`` is what the gateway itself knows about it (e.g. the credits left before a 4008);
+    it follows the table's hint in the message.
+    """
     rule = _BUSINESS_CODES.get(code, _OTHER)
     detail = f"Trae error {code}: {message}" if message else f"Trae error {code}"
+    hint = "; ".join(part for part in (rule.hint, note) if part)
     return UpstreamRejected(
-        f"{detail} ({rule.hint})" if rule.hint else detail,
+        f"{detail} ({hint})" if hint else detail,
         upstream_code=code,
+        trae_message=message,
+        retryable=rule.retryable,
         status=rule.status,
         type=rule.type,
         code=rule.code,

@@ -5,6 +5,7 @@ Shared by both dialects; no I/O. Also the usage numbers reported to clients.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -65,7 +66,16 @@ class Failure:
     message: str
 
 
-Item = Delta | Queued | Finished | UsageReport | Failure | ServedModel
+@dataclass(frozen=True, slots=True)
+class CreditsReport:
+    """Dialect §7 ``notify_usage``: the credits left after this chat (None: not reported)."""
+
+    ide_credits: float | None
+    work_credits: float | None
+    billing_mode: str | None
+
+
+Item = Delta | Queued | Finished | UsageReport | Failure | ServedModel | CreditsReport
 
 _FINISH_REASONS = {"stop": "stop", "length": "length", "max_tokens": "length"}
 _FINISH_REASONS |= {"tool_calls": "tool_calls", "content_filter": "content_filter"}
@@ -107,6 +117,8 @@ def interpret(event: SSEEvent) -> Item | None:
         return _usage(_json_object(event.data))
     if name == "error":
         return _failure(event.data)
+    if name == "notify_usage":
+        return _credits(event.data)
     return None
 
 
@@ -188,6 +200,31 @@ def _failure(data: str) -> Failure:
         number = 0
     message = _text(payload.get("message")) or _text(payload.get("msg")) or data[:200]
     return Failure(number, message)
+
+
+def _credits(data: str) -> CreditsReport | None:
+    payload = _json_value(data)
+    if isinstance(payload, str):  # a JSON string holding the object (progress_notice style)
+        payload = _json_value(payload)
+    if not isinstance(payload, dict):
+        return None
+    remain = payload.get("cn_credits_remain_info")
+    remain = remain if isinstance(remain, dict) else {}
+    ide, work = _number(remain.get("ide_credits")), _number(remain.get("work_credits"))
+    if ide is None and work is None:
+        return None
+    mode = payload.get("billing_mode")
+    return CreditsReport(ide, work, mode if isinstance(mode, str) else None)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 # --- Usage ------------------------------------------------------------------------------

@@ -1,21 +1,22 @@
 """The model catalogue: Trae's model list with the alias table applied both ways, cached.
 
 A fresh copy is kept for ``MODELS_TTL`` seconds and a stale one is served while Trae is briefly
-down (an error only when there is no copy at all). It must not know HTTP or the chat body.
+down (an error only when there is no copy at all). An empty table is reported as a stale
+``IDE_VERSION_CODE`` (dialect §7). It must not know HTTP or the chat body.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from trae2api.auth.account import Account
-from trae2api.dialect import Dialect
+from trae2api.auth.credentials import DeviceIdentity
 from trae2api.errors import ApiError, UpstreamRejected, UpstreamUnavailable
 from trae2api.status.health import UpstreamHealth
 
@@ -88,6 +89,8 @@ class ModelEntry:
     is_default: bool
     max_tokens: int | None = None  # output limit, where the catalogue says
     context_length: int | None = None
+    pool: str | None = None  # agent dialect §7: the pool the model is sent with
+    reasoning_levels: tuple[str, ...] = ()
 
     @property
     def owned_by(self) -> str:
@@ -109,10 +112,30 @@ class ModelEntry:
             model["max_tokens"] = self.max_tokens
         if self.context_length is not None:
             model["context_length"] = self.context_length
+        if self.pool:
+            model["pool"] = self.pool
+        if self.reasoning_levels:
+            model["reasoning_effort_levels"] = list(self.reasoning_levels)
         return model
 
 
-Fetch = Callable[[], Awaitable[list[dict[str, Any]]]]
+class CatalogueSource(Protocol):
+    """Where the catalogue comes from: the dialect in use (``selector.DialectSelector``)."""
+
+    @property
+    def aliases(self) -> AliasTable: ...
+
+    async def catalogue(
+        self, access_token: str, device: DeviceIdentity
+    ) -> list[dict[str, Any]]: ...
+
+
+def empty_table_message(version_code: str) -> str:
+    """Dialect §7: what an empty model table means, and the fix."""
+    return (
+        f"Trae returned an empty model table for IDE_VERSION_CODE={version_code}; "
+        f"raise IDE_VERSION_CODE (and IDE_VERSION)"
+    )
 
 
 class ModelCatalog:
@@ -120,19 +143,38 @@ class ModelCatalog:
 
     def __init__(
         self,
-        fetch: Fetch,
-        aliases: AliasTable,
+        source: CatalogueSource,
+        account: Account,
+        health: UpstreamHealth,
         *,
         ttl: float,
+        version_code: str,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._fetch = fetch
-        self.aliases = aliases
+        self._source = source
+        self._account = account
+        self._health = health
         self._ttl = ttl
+        self._version_code = version_code
         self._clock = clock
         self._entries: list[ModelEntry] | None = None
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
+        # Dialect §7: set while the last answer was an empty table.
+        self.problem: str | None = None
+
+    @property
+    def aliases(self) -> AliasTable:
+        return self._source.aliases
+
+    def invalidate(self) -> None:
+        """Forget the cached list (the dialect changed: its names are not the old ones)."""
+        self._fetched_at = -float("inf")
+
+    async def refresh(self) -> list[ModelEntry]:
+        """Ask Trae now (readiness), bypassing the cache; errors are raised, not hidden."""
+        async with self._lock:
+            return self._store(await fetch_model_configs(self._source, self._account, self._health))
 
     async def entries(self) -> list[ModelEntry]:
         if self._fresh():
@@ -143,15 +185,26 @@ class ModelCatalog:
                 assert self._entries is not None
                 return self._entries
             try:
-                configs = await self._fetch()
+                configs = await fetch_model_configs(self._source, self._account, self._health)
             except ApiError as exc:
                 if self._entries is None:
                     raise
                 log.warning("model_list_stale", reason=exc.message, age=self._age())
                 return self._entries
-            self._entries = [self._entry(config) for config in configs]
-            self._fetched_at = self._clock()
-            return self._entries
+            return self._store(configs)
+
+    def _store(self, configs: list[dict[str, Any]]) -> list[ModelEntry]:
+        self._entries = [self._entry(config) for config in configs]
+        self._fetched_at = self._clock()
+        problem = None if self._entries else empty_table_message(self._version_code)
+        if problem and problem != self.problem:
+            log.error(
+                "upstream.model_table_empty", ide_version_code=self._version_code, fix=problem
+            )
+        elif self.problem and not problem:
+            log.info("upstream.model_table_back", models=len(self._entries))
+        self.problem = problem
+        return self._entries
 
     async def find(self, model_id: str) -> ModelEntry | None:
         """The entry a client's model name refers to (an alias, a public or a Trae name)."""
@@ -170,11 +223,6 @@ class ModelCatalog:
             return None
         return entry.multimodal if entry is not None else None
 
-    async def max_tokens(self, model_id: str) -> int | None:
-        """The model's output limit from the catalogue, if it says (agent dialect §4)."""
-        entry = await self.find(model_id)
-        return entry.max_tokens if entry is not None else None
-
     def _fresh(self) -> bool:
         return self._entries is not None and self._age() < self._ttl
 
@@ -191,11 +239,13 @@ class ModelCatalog:
             is_default=bool(config.get("is_default")),
             max_tokens=config.get("max_tokens"),
             context_length=config.get("context_length"),
+            pool=config.get("pool"),
+            reasoning_levels=tuple(config.get("effort_levels") or ()),
         )
 
 
 async def fetch_model_configs(
-    dialect: Dialect, account: Account, health: UpstreamHealth
+    dialect: CatalogueSource, account: Account, health: UpstreamHealth
 ) -> list[dict[str, Any]]:
     """The account's catalogue from the dialect, refreshing the access token once on 1001."""
     token = await account.access_token()

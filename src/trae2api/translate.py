@@ -77,6 +77,8 @@ class ChatRequest:
     max_tokens: int | None = None
     # temperature, top_p, stop, seed, penalties: forwarded where a dialect can carry them.
     sampling: tuple[tuple[str, Any], ...] = ()
+    # OpenAI's reasoning_effort (or a Trae level), for models that declare levels (dialect §7).
+    reasoning_effort: str | None = None
 
 
 def turns_from_messages(messages: Sequence[Mapping[str, Any]]) -> list[Turn]:

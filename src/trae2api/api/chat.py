@@ -60,6 +60,7 @@ def to_chat_request(
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         stops=tuple(stops),
         reasoning_mode=body.reasoning_mode or default_mode,
+        reasoning_effort=body.reasoning_effort,  # GATE-A (issue 10): dialect §7
         client_name=client_name,
     )
 

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trae2api.api.responses import ORJSONResponse
-from trae2api.errors import ApiError, NotFound
+from trae2api.errors import ApiError, NotFound, UpstreamRejected, trae_fields
 
 log = structlog.get_logger(__name__)
 
@@ -26,8 +26,15 @@ def error_response(error: ApiError) -> ORJSONResponse:
 
 async def _api_error(_request: Request, exc: Exception) -> ORJSONResponse:
     assert isinstance(exc, ApiError)
-    if exc.status >= 500:
-        log.warning("request_failed", status=exc.status, code=exc.code, reason=exc.message)
+    if exc.status >= 500 or isinstance(exc, UpstreamRejected):
+        # Dialect §7: whatever the status, Trae's own code and message reach the operator.
+        log.warning(
+            "request_failed",
+            status=exc.status,
+            code=exc.code,
+            reason=exc.message,
+            **trae_fields(exc),
+        )
     return error_response(exc)
 
 

@@ -27,12 +27,16 @@ async def readyz(request: Request) -> Response:
     checks: dict[str, Any] = {"credentials": deps.account.state}
     if deps.account.state == "reauth_required":
         return ORJSONResponse({"status": "not_ready", **checks}, status_code=503)
-    if not deps.health.answered_within(settings.ready_window):
+    # Dialect §7: an empty model table is looked at again, it may have been fixed upstream.
+    if not deps.health.answered_within(settings.ready_window) or deps.catalog.problem:
         try:
             await deps.probe()
         except ApiError as exc:
             checks["upstream"] = exc.message
             return ORJSONResponse({"status": "not_ready", **checks}, status_code=503)
+    if deps.catalog.problem:
+        checks["upstream"] = deps.catalog.problem
+        return ORJSONResponse({"status": "not_ready", **checks}, status_code=503)
     checks["upstream"] = "ok"
     return ORJSONResponse({"status": "ready", **checks})
 
@@ -40,12 +44,17 @@ async def readyz(request: Request) -> Response:
 @router.get("/status", summary="What the gateway knows about its account (no secrets)")
 async def status(request: Request, _client: Annotated[str, Depends(authenticate)]) -> Any:
     deps, settings = request.app.state.deps, request.app.state.settings
+    choice = deps.dialect.describe()
     return {
         "version": __version__,
-        "dialect": "legacy",
+        "dialect": choice["dialect"],
+        # UPSTREAM_DIALECT, the dialect in use, its host and why (selector.py).
+        "dialect_choice": choice,
         "base_url": settings.base_url,
+        "model_table": deps.catalog.problem or "ok",
         "account": deps.account.status(),
         "upstream": deps.health.summary(),
+        "credits": deps.credits.status() if deps.credits else None,  # GATE-B (issue 10)
         # A count only (the fault suite's leak check reads it): tasks alive in this process.
         "runtime": {"asyncio_tasks": len(asyncio.all_tasks())},
     }

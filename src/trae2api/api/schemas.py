@@ -10,6 +10,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 ReasoningModeField = Literal["reasoning_content", "think", "drop"]
+ReasoningEffortField = Literal[
+    "none", "minimal", "low", "medium", "high", "xhigh", "light", "extra_high"
+]
 MAX_INT32 = 2**31 - 1
 
 
@@ -54,6 +57,8 @@ class ChatCompletionRequest(BaseModel):
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
+    # Dialect §7: OpenAI's values, and Trae's own level names.
+    reasoning_effort: ReasoningEffortField | None = None
     reasoning_mode: ReasoningModeField | None = Field(
         default=None,
         description="trae2api extension: where reasoning goes for this request "

@@ -78,6 +78,13 @@ class Metrics:
             ["client"],
             registry=reg,
         )
+        self.credits = Gauge(
+            "trae2api_credits_remaining",
+            "Trae credits left as last reported (dialect §7): ide and work from a chat's "
+            "notify_usage, balance from the account host",
+            ["kind"],
+            registry=reg,
+        )
         self._models: set[str] = set()
 
     def model_label(self, model: str | None, status: int) -> str:

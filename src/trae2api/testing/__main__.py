@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from trae2api.testing.agent_catalog import TABLE_CODE_FLOOR
 from trae2api.testing.server import bind_socket, make_server
-from trae2api.testing.state import SimState
+from trae2api.testing.state import LEGACY_CHAT_MODES, SimState
 from trae2api.testing.tokens import DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL
 
 
@@ -23,6 +24,27 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--refresh-ttl", type=float, default=DEFAULT_REFRESH_TTL, metavar="S")
     parser.add_argument("--refresh-token", default=None, help="initial refresh token")
     parser.add_argument("--exchange-delay", type=float, default=0.0, metavar="S")
+    parser.add_argument(
+        "--ide-credits", type=int, default=None, metavar="N", help="initial ide_credits balance"
+    )
+    parser.add_argument(
+        "--no-agent-endpoints",
+        action="store_true",
+        help="get_detail_param and llm_utils_chat answer 404 (a legacy-only host)",
+    )
+    parser.add_argument(
+        "--legacy-chat",
+        choices=LEGACY_CHAT_MODES,
+        default="ok",
+        help="busy: /api/ide/v1/chat answers 3003; dying: 4023 for current names, else 3003",
+    )
+    parser.add_argument(
+        "--table-code-floor",
+        type=int,
+        default=TABLE_CODE_FLOOR,
+        metavar="YYYYMMDD",
+        help="the lowest x-ide-version-code that selects the agent model table",
+    )
     return parser.parse_args(argv)
 
 
@@ -33,6 +55,10 @@ def main(argv: list[str] | None = None) -> None:
         refresh_token=args.refresh_token,
         access_ttl=args.access_ttl,
         refresh_ttl=args.refresh_ttl,
+        ide_credits=args.ide_credits,
+        agent_endpoints=not args.no_agent_endpoints,
+        legacy_chat=args.legacy_chat,
+        table_code_floor=args.table_code_floor,
     )
     state.configure(exchange_delay=args.exchange_delay)
     sock = bind_socket(args.host, args.port)

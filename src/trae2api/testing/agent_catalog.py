@@ -1,11 +1,13 @@
-"""The agent dialect's model catalogue (agent dialect §3): default pools and lookups over them.
+"""The agent dialect's model catalogue (agent dialect §3, §7): entry shape, the version gate and
+lookups over the pools.
 
-Pure data and queries; the mutable copy lives in ``SimState`` (``agent_models``), this module
-must not hold state or do I/O.
+Pure data and queries; the mutable copy lives in ``SimState`` (``agent_models``), the default
+tables in ``agent_tables``; this module must not hold state or do I/O.
 """
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +15,9 @@ import orjson
 
 PRODUCT_APP_ID = "6eefa01c-1036-4c7e-9ca5-d891f63bfcd8"
 INLINE_FUNCTION = "inline_chat"
-INTERNAL_HELPERS = ("title_generation", "fast_apply", "summary", "custom_model_x")
+TABLE_CODE_FLOOR = 20260801  # dialect §7: codes from 2026-08-01 on select the non-empty table
+EFFORT_LEVELS = ("light", "high", "extra_high")  # dialect §7
+Catalogue = dict[str, list[dict[str, Any]]]
 
 
 def _json(data: dict[str, Any]) -> str:
@@ -28,75 +32,57 @@ def agent_entry(
     reasoning: bool = False,
     multimodal: bool = False,
     default: bool = False,
-    switch: bool = True,
+    switch: bool | None = True,
+    invisible: bool | None = None,
     usage: str = "chat_completion",
     max_tokens: int = 8192,
     prompt_max_tokens: int = 128000,
+    context_window: int | None = None,
+    extra: dict[str, Any] | None = None,
+    extra_config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One ``config_info_list`` item in the shape of agent dialect §3."""
+    """One ``config_info_list`` item in the shape of dialect §3/§7. ``switch``/``invisible``
+    None leave the key out; ``context_window`` adds ``context_window_tokens: {"dev": N}``;
+    ``extra`` adds top-level keys and ``extra_config`` keys inside the ``extra_config`` string."""
     capability = "reasoning_model" if reasoning else "chat_model"
-    return {
-        "config_name": name,
-        "is_default": default,
-        "config_switch": switch,
-        "usage": usage,
-        "display_config": {
-            "display_name": display,
-            "multimodal": multimodal,
-            "model_capability": capability,
-            "icon": f"https://sim.invalid/icons/{name}.png",
-        },
-        "display_contact_config": _json({"contact": "", "badge": "sim"}),
-        "extra_config": _json({"tier": "sim", "region": "sg"}),
-        "model_detail_list": [
-            {
-                "model_name": f"{name}__dev",
-                "max_tokens": max_tokens,
-                "prompt_max_tokens": prompt_max_tokens,
-                "provider_model_name": served,
-            }
-        ],
+    entry: dict[str, Any] = {"config_name": name, "is_default": default}
+    if switch is not None:
+        entry["config_switch"] = switch
+    if invisible is not None:
+        entry["invisible"] = invisible
+    entry["usage"] = usage
+    entry["display_config"] = {
+        "display_name": display,
+        "multimodal": multimodal,
+        "model_capability": capability,
+        "icon": f"https://sim.invalid/icons/{name}.png",
     }
-
-
-def _helpers() -> list[dict[str, Any]]:
-    return [agent_entry(name, name, served=f"{name}-sim", usage=name) for name in INTERNAL_HELPERS]
-
-
-def default_agent_models() -> dict[str, list[dict[str, Any]]]:
-    """Both pools; ``chat_v3`` (the first, the account's own pool) also holds entries a gateway
-    must filter out: one with ``config_switch: false`` and the internal helpers."""
-    chat_v3 = [
-        agent_entry(
-            "glm-5.2",
-            "GLM-5.2",
-            served="glm-5.2-0915",
-            reasoning=True,
-            default=True,
-            max_tokens=16000,
-            prompt_max_tokens=100000,
-        ),
-        agent_entry(
-            "claude-sonnet-4.5",
-            "Claude-Sonnet-4.5",
-            served="claude-sonnet-4-5-20250929",
-            multimodal=True,
-            max_tokens=32000,
-            prompt_max_tokens=200000,
-        ),
-        agent_entry("gpt-5.1", "GPT-5.1", served="gpt-5.1-2025-11-13", max_tokens=32000),
-        agent_entry("deepseek-v3.2", "DeepSeek-V3.2", served="deepseek-v3.2-exp", reasoning=True),
-        agent_entry("kimi-k2", "Kimi-K2", served="kimi-k2-0905-preview"),
-        agent_entry(
-            "gemini-2.0-flash", "Gemini-2.0-Flash", served="gemini-2.0-flash", switch=False
-        ),
-        *_helpers(),
+    entry["display_contact_config"] = _json({"contact": "", "badge": "sim"})
+    entry["extra_config"] = _json({"tier": "sim", "region": "sg", **(extra_config or {})})
+    entry["model_detail_list"] = [
+        {
+            "model_name": f"{name}__dev",
+            "max_tokens": max_tokens,
+            "prompt_max_tokens": prompt_max_tokens,
+            "provider_model_name": served,
+        }
     ]
-    solo = [
-        agent_entry("solo-pro", "SOLO Pro", served="solo-pro-0801", default=True, max_tokens=20000),
-        agent_entry("solo-fast", "SOLO Fast", served="solo-fast-0801"),
-    ]
-    return {"chat_v3": chat_v3, "solo_work_lite": solo}
+    if context_window is not None:
+        entry["context_window_tokens"] = {"dev": context_window}
+    entry.update(extra or {})
+    return entry
+
+
+def table_selected(code: str | None, floor: int = TABLE_CODE_FLOOR) -> bool:
+    """Whether ``x-ide-version-code`` selects the non-empty model table (dialect §7): an
+    8-digit real date ``YYYYMMDD`` not before ``floor``; anything else selects the empty one."""
+    if code is None or len(code) != 8 or not code.isdigit():
+        return False
+    try:
+        datetime.date(int(code[:4]), int(code[4:6]), int(code[6:]))
+    except ValueError:
+        return False
+    return int(code) >= floor
 
 
 @dataclass(frozen=True)
@@ -110,6 +96,23 @@ class AgentModel:
     max_tokens: int
     enabled: bool
     multimodal: bool = False
+    context_window: int = 128000
+    effort_levels: tuple[str, ...] = ()
+
+
+def _levels(entry: dict[str, Any]) -> tuple[str, ...]:
+    """Declared reasoning effort levels: a top-level ``reasoning_effort_levels`` list, else
+    the same key inside the ``extra_config`` JSON string (where the real one lives is UNKNOWN)."""
+    levels = entry.get("reasoning_effort_levels")
+    if levels is None and isinstance(entry.get("extra_config"), str):
+        try:
+            config = orjson.loads(entry["extra_config"])
+        except orjson.JSONDecodeError:
+            config = {}
+        levels = config.get("reasoning_effort_levels") if isinstance(config, dict) else None
+    if not isinstance(levels, list):
+        return ()
+    return tuple(str(level) for level in levels)
 
 
 def _as_model(pool: str, entry: dict[str, Any]) -> AgentModel:
@@ -117,6 +120,7 @@ def _as_model(pool: str, entry: dict[str, Any]) -> AgentModel:
     detail = details[0] if isinstance(details[0], dict) else {}
     name = str(entry.get("config_name"))
     display = entry.get("display_config") or {}
+    window = (entry.get("context_window_tokens") or {}).get("dev")
     return AgentModel(
         config_name=name,
         pool=pool,
@@ -125,12 +129,16 @@ def _as_model(pool: str, entry: dict[str, Any]) -> AgentModel:
         max_tokens=int(detail.get("max_tokens") or 8192),
         enabled=entry.get("config_switch") is not False,
         multimodal=display.get("multimodal") is True,
+        context_window=int(window or detail.get("prompt_max_tokens") or 128000),
+        effort_levels=_levels(entry),
     )
 
 
-def find_model(catalogue: dict[str, list[dict[str, Any]]], pool: str, name: str) -> AgentModel:
+def find_model(catalogue: Catalogue, pool: str, name: str) -> AgentModel:
     """The model ``name`` of ``pool``, or ``LookupError("pool")`` when it is only listed in
-    another pool, or ``LookupError("unknown")`` when no pool lists it (or it is switched off)."""
+    another pool, or ``LookupError("unknown")`` when no pool lists it (or it is switched off).
+    Hidden entries (internal agents, custom models, ``invisible: true``) stay chat-able in their
+    own pool: hiding them is the gateway's job (a CHOICE of the simulator)."""
     for entry in catalogue.get(pool, []):
         if entry.get("config_name") == name:
             model = _as_model(pool, entry)
@@ -143,7 +151,7 @@ def find_model(catalogue: dict[str, list[dict[str, Any]]], pool: str, name: str)
     raise LookupError("unknown")
 
 
-def default_model(catalogue: dict[str, list[dict[str, Any]]]) -> AgentModel:
+def default_model(catalogue: Catalogue) -> AgentModel:
     """The account default: the ``is_default`` entry of the first pool (else its first entry)."""
     pool, entries = next(iter(catalogue.items()))
     chosen = next((e for e in entries if e.get("is_default")), entries[0])

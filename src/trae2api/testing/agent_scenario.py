@@ -6,7 +6,7 @@ Pure: turns a validated ``AgentChat`` into timed frames; must not do I/O or slee
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise, zip_longest
 from typing import Any
 
@@ -20,6 +20,8 @@ from trae2api.testing.scenario import (
     error_frame,
     parse_directives,
     queue_frames,
+    snapshots,
+    transient_failure,
     with_wait,
     word_count,
     words,
@@ -32,6 +34,7 @@ AGENT_FLAGS = COMMON_FLAGS | {
     "fragment-variant",
     "solo-extras",
     "text-then-call",
+    "cumulative-args",
 }
 AGENT_COMPLETION_BASE = 8_000_000_000
 SOLO_NAMESPACE = "solo_default"
@@ -44,6 +47,7 @@ class Answer:
     reasoning: str
     text: str
     calls: tuple[ScriptedCall, ...]
+    pieces: tuple[str, ...] | None = None  # exact deltas of ``text`` ([sim:pieces])
 
 
 def last_user_text(chat: AgentChat) -> str:
@@ -51,8 +55,11 @@ def last_user_text(chat: AgentChat) -> str:
     return next((m.text for m in reversed(chat.messages) if m.role == "user"), "")
 
 
-def plan_agent_chat(chat: AgentChat, *, ordinal: int, request_id: str, too_old: bool) -> Plan:
-    """The whole answer to a valid agent chat; ``ordinal`` numbers the chat (from 1)."""
+def plan_agent_chat(
+    chat: AgentChat, *, ordinal: int, request_id: str, too_old: bool, attempt: int = 1
+) -> Plan:
+    """The whole answer to a valid agent chat; ``ordinal`` numbers the chat (from 1),
+    ``attempt`` the chats with this same last user text (from 1, for ``[sim:transient]``)."""
     found, cleaned = parse_directives(last_user_text(chat), AGENT_FLAGS, "call")
     if found.http is not None:
         return Plan(http_status=found.http)
@@ -71,6 +78,10 @@ def plan_agent_chat(chat: AgentChat, *, ordinal: int, request_id: str, too_old: 
         problem = error_frame(4001, msg_variant=variant, message="[sim:call] needs tools")
     if problem is not None:
         return Plan((problem,), agent=True)
+    metadata = {"prompt_completion_id": AGENT_COMPLETION_BASE + ordinal}
+    failing = transient_failure(found, attempt, metadata)
+    if failing:
+        return Plan(tuple(failing), agent=True)
     frames = _stream_frames(chat, found, cleaned, ordinal, request_id)
     return Plan(with_wait(frames, found.wait), agent=True)
 
@@ -96,11 +107,32 @@ def _stream_frames(
     frames.append(Frame("extra_info", {"request_id": request_id}))
     if "nousage" not in found.flags:
         frames.append(Frame("token_usage", usage(chat, answer)))
-    frames.append(Frame("notify_usage", {"type": "usage", "used_credits": 1}))
+    frames.append(Frame("notify_usage"))  # its data: ``with_credits`` once the chat is charged
     if "nodone" not in found.flags:
         empty = "done-empty" in found.flags
         frames.append(Frame("done", {} if empty else {"finish_reason": found.finish or "stop"}))
     return frames
+
+
+def notify_usage(ide_credits: int, work_credits: int) -> dict[str, Any]:
+    """``notify_usage`` data in the shape of dialect §7."""
+    remain = {"ide_credits": ide_credits, "work_credits": work_credits}
+    return {"billing_mode": "credits", "cn_credits_remain_info": remain}
+
+
+def charges(plan: Plan) -> bool:
+    """Whether the plan ends a chat that costs credits (it holds a ``notify_usage`` event)."""
+    return any(frame.event == "notify_usage" for frame in plan.frames)
+
+
+def with_credits(plan: Plan, remaining: tuple[int, int]) -> Plan:
+    """The plan with its ``notify_usage`` data saying ``(ide_credits, work_credits)`` remain."""
+    data = notify_usage(*remaining)
+    frames = tuple(
+        replace(frame, data=data) if frame.event == "notify_usage" else frame
+        for frame in plan.frames
+    )
+    return replace(plan, frames=frames)
 
 
 def tool_results(chat: AgentChat) -> list[tuple[str, str]]:
@@ -126,8 +158,10 @@ def _forced_calls(chat: AgentChat) -> tuple[ScriptedCall, ...]:
 
 def decide_answer(chat: AgentChat, found: Directives, cleaned: str) -> Answer:
     """Tool results answered with text; else the ``[sim:call]`` calls; else a forced
-    ``tool_choice``; else the default (or ``[sim:long]``) text."""
+    ``tool_choice``; else the ``[sim:pieces]``, ``[sim:long]`` or default text."""
     reasoning = f"Let me think about {cleaned or 'this'}." if chat.model.reasoning else ""
+    if chat.effort_level is not None:  # dialect §7: make the level visible to tests
+        reasoning = f"Let me think about {cleaned or 'this'} with {chat.effort_level} effort."
     results = tool_results(chat)
     if results:
         return Answer(reasoning, results_answer(results), ())
@@ -135,6 +169,8 @@ def decide_answer(chat: AgentChat, found: Directives, cleaned: str) -> Answer:
     if calls:
         lead = LEAD_IN if "text-then-call" in found.flags else ""
         return Answer(reasoning, lead, calls)
+    if found.pieces is not None:
+        return Answer(reasoning, "".join(found.pieces), (), found.pieces)
     if found.long is not None:
         return Answer(reasoning, " ".join(f"word{i}" for i in range(1, found.long + 1)), ())
     turn = len(chat.messages) - 1
@@ -148,14 +184,20 @@ def _output(response: str, reasoning: str, calls: Any, gap: float) -> Frame:
 
 def _output_frames(answer: Answer, found: Directives, ordinal: int) -> list[Frame]:
     gap = found.slow_ms / 1000
-    frames = [_output("", piece, None, gap) for piece in words(answer.reasoning)]
-    frames += [_output(piece, "", None, gap) for piece in words(answer.text)]
+    thoughts = words(answer.reasoning)
+    pieces = list(answer.pieces) if answer.pieces is not None else words(answer.text)
+    if "cumulative" in found.flags:  # dialect §7: whole text so far, per field
+        thoughts, pieces = snapshots(thoughts), snapshots(pieces)
+    frames = [_output("", piece, None, gap) for piece in thoughts]
+    frames += [_output(piece, "", None, gap) for piece in pieces]
     variant = "fragment-variant" in found.flags
     solo = "solo-extras" in found.flags
     per_call = [
         call_fragments(index, f"call_{ordinal}_{index}", call, variant=variant, solo=solo)
         for index, call in enumerate(answer.calls)
     ]
+    if "cumulative-args" in found.flags:
+        per_call = [cumulative_arguments(fragments) for fragments in per_call]
     if "interleave" in found.flags:
         ordered = [f for group in zip_longest(*per_call) for f in group if f is not None]
     else:
@@ -196,6 +238,22 @@ def call_fragments(
                 target["partial_arguments"] = so_far
         fragments.append(fragment)
     return fragments
+
+
+def cumulative_arguments(fragments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``[sim:cumulative-args]``: each fragment's ``arguments`` become the call's arguments so
+    far, and the last fragment is sent once more as a continuation (empty ``id``/``name``)."""
+    so_far = ""
+    result = []
+    for fragment in fragments:
+        key = "function" if "function" in fragment else "function_call"
+        so_far += fragment[key]["arguments"]
+        result.append({**fragment, key: {**fragment[key], "arguments": so_far}})
+    last = result[-1]
+    key = "function" if "function" in last else "function_call"
+    repeat = {**last, "id": "", key: {**last[key], "name": ""}}
+    repeat.pop("type", None)
+    return [*result, repeat]
 
 
 def usage(chat: AgentChat, answer: Answer) -> dict[str, int]:

@@ -39,16 +39,17 @@ CATALOGUE_CONSTANTS: dict[str, Any] = {
 _NUMBER_KEYS = ("temperature", "top_p", "frequency_penalty", "presence_penalty")
 _KNOWN_KEYS = frozenset(
     {"function", "config_name", "model", "stream", "messages", "tools", "tool_choice"}
-    | {"max_tokens", "stop", "seed", *_NUMBER_KEYS}
+    | {"max_tokens", "stop", "seed", "reasoning_effort_level", *_NUMBER_KEYS}
 )
 _MESSAGE_KEYS = frozenset({"role", "content", "tool_calls", "tool_call_id", "name"})
 _PRESENT_HEADERS = ("x-ide-version", "x-request-id", "x-device-cpu", "x-device-brand")
 _PATTERN_HEADERS = {
-    "x-ide-version-code": (re.compile(r"[0-9]+"), "a numeric string"),
     "x-device-id": (re.compile(r"[0-9]+"), "decimal digits"),
     "x-machine-id": (re.compile(r"[0-9a-fA-F]{64}"), "64 hex characters"),
 }
 TOOL_CALL_NOT_FOUND = "tool_call_id is not found"
+PARAM_INVALID = "param is invalid"
+CHARS_PER_TOKEN = 4  # dialect §7: a prompt clearly beyond the window (chars / 4) is 4006
 
 
 class AgentRejected(Exception):
@@ -81,6 +82,7 @@ class AgentChat:
     tool_choice: str | None
     max_tokens: int | None
     image_note: str = ""  # " [saw N image(s): ...]" for the last user message's image parts
+    effort_level: str | None = None  # dialect §7 ``reasoning_effort_level``, when sent
 
 
 # -- headers (§2) ------------------------------------------------------------------------------
@@ -110,8 +112,11 @@ def check_agent_headers(headers: Mapping[str, str], *, user_id: str) -> None:
     for name, (pattern, description) in _PATTERN_HEADERS.items():
         if pattern.fullmatch(headers.get(name, "")) is None:
             raise Invalid(name, f"must be {description}")
+    code = headers.get("x-ide-version-code")  # missing selects the empty table (dialect §7)
+    if code is not None and not code.isdigit():
+        raise Invalid("x-ide-version-code", "must be a numeric string")
     also = headers.get("x-app-version-code")
-    if also is not None and also != headers["x-ide-version-code"]:
+    if also is not None and also != code:
         raise Invalid("x-app-version-code", "must equal x-ide-version-code")
     uid = headers.get("x-uid")
     if uid is not None and uid != user_id:
@@ -167,14 +172,17 @@ def check_agent_chat(body: Any, catalogue: Catalogue) -> AgentChat:
     messages = _check_messages(body.get("messages"))
     tools = _check_tools(body)
     _check_sampling(body)
-    return AgentChat(
+    chat = AgentChat(
         function=function,
         model=model,
         messages=messages,
         tools=tools,
         tool_choice=_check_tool_choice(body, tools),
         max_tokens=_check_max_tokens(body, model),
+        effort_level=_check_effort(body, model),
     )
+    _check_context(body, messages, model)
+    return chat
 
 
 def _check_function(body: Mapping[str, Any], catalogue: Catalogue) -> str:
@@ -347,6 +355,34 @@ def _check_max_tokens(body: Mapping[str, Any], model: AgentModel) -> int | None:
     if value > model.max_tokens:
         raise _bad(f"max_tokens {value} exceeds {model.max_tokens} for {model.config_name}")
     return value
+
+
+def _check_effort(body: Mapping[str, Any], model: AgentModel) -> str | None:
+    """Dialect §7: ``reasoning_effort_level`` only for a model that declares levels, and only
+    one of its declared levels."""
+    if "reasoning_effort_level" not in body:
+        return None
+    level = body["reasoning_effort_level"]
+    if not model.effort_levels:
+        raise _bad(f"reasoning_effort_level is not supported by {model.config_name}")
+    if level not in model.effort_levels:
+        allowed = ", ".join(model.effort_levels)
+        raise _bad(f"reasoning_effort_level must be one of {allowed} for {model.config_name}")
+    return str(level)
+
+
+def _check_context(
+    body: Mapping[str, Any], messages: tuple[AgentMessage, ...], model: AgentModel
+) -> None:
+    """4006 when the prompt (message texts and tool schemas, chars / 4) exceeds the window."""
+    chars = sum(len(m.text) for m in messages) + len(orjson.dumps(body.get("tools") or []))
+    estimate = chars // CHARS_PER_TOKEN
+    if estimate > model.context_window:
+        message = (
+            f"prompt is too long: about {estimate} tokens, the context window of "
+            f"{model.config_name} is {model.context_window} tokens"
+        )
+        raise _bad(message, 4006)
 
 
 def _check_sampling(body: Mapping[str, Any]) -> None:

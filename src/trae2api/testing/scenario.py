@@ -26,11 +26,13 @@ REASONING_MODELS = frozenset({"deepseek-R1"})
 QUEUE_INTERVAL = 0.2
 ERROR_MESSAGES = {
     1001: "not authenticated",
-    1005: "quota exhausted",
-    3003: "service busy",
+    1005: "your plan does not include this feature: entitlement insufficient",
+    3003: "server is busy, please try again later",
     4001: "invalid parameter",
-    4008: "credit exhausted",
-    4011: "rate limited",
+    4006: "the input is too long for the model's context window",
+    4008: "credits exhausted: your ide_credits balance is 0",
+    4011: "request rate limited, please try again later",
+    4022: "input tokens exceed the model limit (about 1000000 tokens)",
     4017: "risk control: device or IP refused",
     4023: "model not found",
     4028: "too frequent",
@@ -40,7 +42,7 @@ ERROR_MESSAGES = {
 }
 _DIRECTIVE = re.compile(r"\[sim:([a-z-]+)(?:[ \t]+([^\]]*))?\]")
 _INT_ARG = frozenset({"queue", "long", "error", "midstream-error", "http", "slow"})
-COMMON_FLAGS = frozenset({"nodone", "nousage", "reset", "msg-variant", "done-empty"})
+COMMON_FLAGS = frozenset({"nodone", "nousage", "reset", "msg-variant", "done-empty", "cumulative"})
 LEGACY_FLAGS = COMMON_FLAGS | {
     "compact",
     "noise",
@@ -49,6 +51,8 @@ LEGACY_FLAGS = COMMON_FLAGS | {
     "text-then-call",
 }
 LEAD_IN = "Let me use a tool for that."
+TRANSIENT = "transient"
+PIECES = "pieces"
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,8 @@ class Directives:
     midstream_error: int | None = None
     finish: str | None = None
     http: int | None = None
+    transient: tuple[int, int] | None = None  # (code, attempts that fail)
+    pieces: tuple[str, ...] | None = None  # [sim:pieces a|b|c]: exact answer deltas
     flags: set[str] = field(default_factory=set)
     unknown: list[str] = field(default_factory=list)
     calls: list[ScriptedCall] = field(default_factory=list)
@@ -108,7 +114,14 @@ def parse_directives(
 
 
 def _apply(found: Directives, name: str, arg: str, flags: frozenset[str]) -> None:
-    if name in flags and not arg:
+    if name == TRANSIENT:
+        code, times = (int(part) for part in arg.split())  # ValueError unless exactly two
+        if code <= 0 or times < 0:
+            raise ValueError(name)
+        found.transient = (code, times)
+    elif name == PIECES and arg:
+        found.pieces = tuple(arg.split("|"))
+    elif name in flags and not arg:
         found.flags.add(name)
     elif name in _INT_ARG:
         value = int(arg)
@@ -151,9 +164,15 @@ def reply_text(request: ChatRequest, cleaned_input: str) -> str:
 
 
 def plan_chat(
-    request: ChatRequest, *, completion_id: int, known_model: bool, too_old: bool
+    request: ChatRequest,
+    *,
+    completion_id: int,
+    known_model: bool,
+    too_old: bool,
+    attempt: int = 1,
 ) -> Plan:
-    """The whole answer to a valid chat request."""
+    """The whole answer to a valid chat request; ``attempt`` counts the chats with this same
+    last user text (from 1), for ``[sim:transient]``."""
     found, cleaned = parse_directives(without_tool_responses(request.user_input))
     if found.http is not None:
         return Plan(http_status=found.http)
@@ -169,8 +188,23 @@ def plan_chat(
         bad = ", ".join(found.unknown)
         error = error_frame(4001, msg_variant=variant, message=f"unknown sim directive {bad}")
         return Plan((error,), compact=compact)
+    failing = transient_failure(found, attempt, {"prompt_completion_id": completion_id})
+    if failing:
+        return Plan(tuple(failing), compact=compact)
     frames = _stream_frames(request, found, cleaned, completion_id)
     return Plan(with_wait(frames, found.wait), compact=compact)
+
+
+def transient_failure(found: Directives, attempt: int, metadata: dict[str, Any]) -> list[Frame]:
+    """``[sim:transient CODE K]``: attempts 1..K are ``metadata`` then an ``error`` CODE,
+    before any output (dialect §7 3003); later attempts (and no directive) give []."""
+    if found.transient is None or attempt > found.transient[1]:
+        return []
+    code = found.transient[0]
+    return [
+        Frame("metadata", metadata),
+        error_frame(code, msg_variant="msg-variant" in found.flags),
+    ]
 
 
 def with_wait(frames: list[Frame], wait: float) -> tuple[Frame, ...]:
@@ -194,7 +228,7 @@ def _stream_frames(
         frames += [Frame("progress_notice", raw='"Thinking..."'), Frame("heartbeat", {})]
     reasoning, pieces = _texts(request, found, cleaned)
     answer = "".join(pieces)
-    outputs = _output_frames(reasoning, pieces, found.slow_ms / 1000)
+    outputs = _output_frames(reasoning, pieces, found)
     if found.midstream_error is not None:
         kept = outputs[: max(1, len(outputs) // 2)]
         return [*frames, *kept, error_frame(found.midstream_error, msg_variant=variant)]
@@ -242,6 +276,8 @@ def _texts(request: ChatRequest, found: Directives, cleaned: str) -> tuple[str, 
         blocks.append(UNTERMINATED_BLOCK)
     if blocks:
         return reasoning, _bridge_pieces(blocks, "text-then-call" in found.flags)
+    if found.pieces is not None:
+        return reasoning, list(found.pieces)
     if found.long is not None:
         return reasoning, words(" ".join(f"word{i}" for i in range(1, found.long + 1)))
     return reasoning, words(reply_text(request, cleaned))
@@ -258,10 +294,24 @@ def _bridge_pieces(blocks: list[str], lead_in: bool) -> list[str]:
     return pieces
 
 
-def _output_frames(reasoning: str, pieces: list[str], gap: float) -> list[Frame]:
+def snapshots(pieces: list[str]) -> list[str]:
+    """``[sim:cumulative]`` (dialect §7): each piece becomes the whole text so far, and the
+    last snapshot is sent once more (a repeat that adds nothing)."""
+    so_far = ""
+    result = []
+    for piece in pieces:
+        so_far += piece
+        result.append(so_far)
+    return [*result, so_far] if result else []
+
+
+def _output_frames(reasoning: str, pieces: list[str], found: Directives) -> list[Frame]:
+    gap = found.slow_ms / 1000
+    thoughts = words(reasoning)
+    if "cumulative" in found.flags:
+        thoughts, pieces = snapshots(thoughts), snapshots(pieces)
     frames = [
-        Frame("output", {"response": "", "reasoning_content": piece}, gap)
-        for piece in words(reasoning)
+        Frame("output", {"response": "", "reasoning_content": piece}, gap) for piece in thoughts
     ]
     frames += [
         Frame("output", {"response": piece, "reasoning_content": ""}, gap) for piece in pieces

@@ -10,13 +10,15 @@ import copy
 import secrets
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
 
-from trae2api.testing.agent_catalog import default_agent_models
+from trae2api.testing.agent_catalog import TABLE_CODE_FLOOR
+from trae2api.testing.agent_tables import default_agent_models
+from trae2api.testing.credits import CREDIT_CONFIG_KEYS, CreditBook
 from trae2api.testing.image_store import IMAGE_CONFIG_KEYS, ImageStore
 from trae2api.testing.tokens import (
     DEFAULT_ACCESS_TTL,
@@ -45,6 +47,7 @@ _COUNTERS = (
     "header_rejections",
     "body_rejections",
     "device_changes",
+    "balance_checks",
 )
 _CONFIG_KEYS = frozenset(
     {
@@ -57,9 +60,16 @@ _CONFIG_KEYS = frozenset(
         "fail_status",
         "models",
         "agent_models",
+        "table_code_floor",
+        "agent_endpoints",
+        "legacy_endpoints",
+        "exchange_endpoint",
+        "legacy_chat",
     }
 )
 _REQUEST_IDS_KEPT = 4096
+_ENDPOINT_SWITCHES = frozenset({"agent_endpoints", "legacy_endpoints", "exchange_endpoint"})
+LEGACY_CHAT_MODES = ("ok", "busy", "dying")  # dialect §7: the legacy endpoint is dying
 
 
 def _model(name: str, display: str, *, multimodal: bool = False, default: bool = False) -> Any:
@@ -101,7 +111,13 @@ class SimState:
         refresh_ttl: float = DEFAULT_REFRESH_TTL,
         clock: Callable[[], float] = time.time,
         models: list[dict[str, Any]] | None = None,
+        ide_credits: int | None = None,
+        agent_endpoints: bool = True,
+        legacy_chat: str = "ok",
+        table_code_floor: int = TABLE_CODE_FLOOR,
     ) -> None:
+        """The account and its initial switches; ``reset()`` returns to these (the keyword
+        switches are those of ``configure``, ``ide_credits`` the initial balance)."""
         self._lock = threading.Lock()
         self._clock = clock
         self.app_id = app_id
@@ -110,8 +126,12 @@ class SimState:
         initial = refresh_token or secrets.token_urlsafe(32)
         self.account = SimAccount(app_id, client_id, user_id, initial)
         self._initial = (access_ttl, refresh_ttl, copy.deepcopy(models))
+        self._modes = (_boolean("agent_endpoints", agent_endpoints), _legacy_mode(legacy_chat))
+        self._floor = int(table_code_floor)
         self._counters = dict.fromkeys(_COUNTERS, 0)
         self.images = ImageStore(clock)
+        self.credits = CreditBook()
+        self.credits.reset(ide_credits)
         self._restore()
 
     def _restore(self) -> None:
@@ -120,6 +140,9 @@ class SimState:
         self.refresh_ttl = refresh_ttl
         self.exchange_delay = 0.0
         self.min_version_code: int | None = None
+        self.table_code_floor = self._floor
+        self.agent_endpoints, self.legacy_chat = self._modes
+        self.legacy_endpoints = self.exchange_endpoint = True
         self.model_list_fail = False
         self._models = copy.deepcopy(models) if models is not None else default_models()
         self._agent_models = default_agent_models()
@@ -134,7 +157,9 @@ class SimState:
         self._scripts: deque[list[dict[str, Any]]] = deque()
         self._last_chat: dict[str, Any] | None = None
         self._last_agent_chat: dict[str, Any] | None = None
+        self._attempts: OrderedDict[str, int] = OrderedDict()
         self.images.reset()
+        self.credits.reset()
 
     def reset(self) -> None:
         """Back to the state at construction: the initial refresh token works again, every
@@ -146,13 +171,21 @@ class SimState:
 
     def configure(self, **changes: Any) -> None:
         """Change switches: access_ttl, refresh_ttl, exchange_delay, min_version_code,
+        table_code_floor (the lowest ``x-ide-version-code`` that selects the agent model table),
+        agent_endpoints (false: the agent catalogue and chat are HTML 404s, a legacy-only host),
+        legacy_endpoints (false: the legacy model list and chat are 404s), exchange_endpoint
+        (false: the token exchange is a 404),
+        legacy_chat (``ok``; ``busy``: every legacy chat is 3003; ``dying``: 4023 for names of
+        the agent table, 3003 for the rest),
         model_list_fail, fail_next_chats, fail_status, models, agent_models (``{pool: [entry]}``,
-        the first pool is the account's own), and the image switches of ``ImageStore``.
+        the first pool is the account's own), the image switches of ``ImageStore`` and the credit
+        switches of ``CreditBook`` (ide_credits, work_credits, credits_per_chat).
         Unknown keys raise ValueError."""
-        unknown = set(changes) - _CONFIG_KEYS - IMAGE_CONFIG_KEYS
+        unknown = set(changes) - _CONFIG_KEYS - IMAGE_CONFIG_KEYS - CREDIT_CONFIG_KEYS
         if unknown:
             raise ValueError(f"unknown configuration keys: {sorted(unknown)}")
         self.images.configure({k: changes.pop(k) for k in set(changes) & IMAGE_CONFIG_KEYS})
+        self.credits.configure({k: changes.pop(k) for k in set(changes) & CREDIT_CONFIG_KEYS})
         with self._lock:
             for key, value in changes.items():
                 if key == "fail_next_chats":
@@ -163,6 +196,12 @@ class SimState:
                     self._models = copy.deepcopy(list(value))
                 elif key == "agent_models":
                     self._agent_models = _agent_catalogue(value)
+                elif key in _ENDPOINT_SWITCHES:
+                    setattr(self, key, _boolean(key, value))
+                elif key == "legacy_chat":
+                    self.legacy_chat = _legacy_mode(value)
+                elif key == "table_code_floor":
+                    self.table_code_floor = int(value)
                 elif key == "min_version_code":
                     self.min_version_code = None if value is None else int(value)
                 elif key == "model_list_fail":
@@ -276,6 +315,16 @@ class SimState:
                 self._counters["request_id_reuses"] += 1
             self._request_ids.append(request_id)
 
+    def note_attempt(self, last_user_text: str) -> int:
+        """How many chats (this one included) came with this last user text: the attempt
+        number ``[sim:transient]`` counts (the newest 4096 texts are remembered)."""
+        with self._lock:
+            count = self._attempts.pop(last_user_text, 0) + 1
+            self._attempts[last_user_text] = count
+            while len(self._attempts) > _REQUEST_IDS_KEPT:
+                self._attempts.popitem(last=False)
+            return count
+
     def take_chat_failure(self) -> int | None:
         """The HTTP status this chat must fail with (consuming one of ``fail_next_chats``)."""
         with self._lock:
@@ -316,8 +365,14 @@ class SimState:
                 "refresh_ttl": self.refresh_ttl,
                 "exchange_delay": self.exchange_delay,
                 "min_version_code": self.min_version_code,
+                "table_code_floor": self.table_code_floor,
+                "agent_endpoints": self.agent_endpoints,
+                "legacy_endpoints": self.legacy_endpoints,
+                "exchange_endpoint": self.exchange_endpoint,
+                "legacy_chat": self.legacy_chat,
                 "model_list_fail": self.model_list_fail,
                 **self.images.stats(),
+                **self.credits.stats(),
             }
 
 
@@ -331,3 +386,15 @@ def _agent_catalogue(value: Any) -> dict[str, list[dict[str, Any]]]:
         if not all(isinstance(e, dict) and isinstance(e.get("config_name"), str) for e in entries):
             raise ValueError(f"agent_models[{pool!r}] entries need a string config_name")
     return copy.deepcopy(value)
+
+
+def _boolean(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false")
+    return value
+
+
+def _legacy_mode(value: Any) -> str:
+    if value not in LEGACY_CHAT_MODES:
+        raise ValueError(f"legacy_chat must be one of {', '.join(LEGACY_CHAT_MODES)}")
+    return str(value)

@@ -11,6 +11,14 @@ they are removed from the text the default reply echoes:
     [sim:slow MS]            MS milliseconds before every output event
     [sim:long N]             the answer is exactly N output chunks: "word1 word2 ... wordN"
     [sim:error CODE]         the stream is one error event {"code": CODE, "message": ...}
+    [sim:transient CODE K]   the first K chats with this same last user text (counted since the
+                             last reset) are metadata then error {"code": CODE} before any output;
+                             later ones answer normally (dialect §7: 3003 is retried)
+    [sim:cumulative]         output.response and reasoning_content carry the whole text so far
+                             instead of deltas (dialect §7), each field's last snapshot sent
+                             twice; a frame that advances one field has "" in the other
+    [sim:pieces a|b|c]       the answer is exactly these deltas ("a", "b", "c"; "|" separates,
+                             "]" cannot occur): [sim:pieces ha|ha|ha] streams "ha" three times
     [sim:midstream-error C]  metadata, about half the output, then error {"code": C, ...}; no done
     [sim:nodone]             no done event at the end
     [sim:nousage]            no token_usage event
@@ -41,12 +49,16 @@ Model deepseek-R1 streams reasoning_content deltas ("Let me think about ...") be
 The agent dialect's endpoints and directives are described in ``trae2api.testing.agent``; the
 transport faults (``[sim:fault NAME]``, ``/_sim/fault``) in ``trae2api.testing.faults``.
 
+Switches ``exchange_endpoint`` and ``legacy_endpoints`` false turn the exchange, or the legacy model
+list and chat, into HTML 404 pages before any check (a host without that route).
 Choices where protocol.md is silent: a bad/expired ``x-ide-token`` is HTTP 401
 {"code": 1001, "message": "not authenticated"}; every other header problem, including a wrong
 ``x-app-id``, is HTTP 400 {"code": 4001, "message": ..., "header": <name>}; a chat body problem is
 HTTP 400 {"code": 4001, "message": ..., "field": <dotted path>}. Checks run in this order:
 ``fail_next_chats`` (HTML error), token, headers, Content-Type, body (``multi_media`` included:
-``trae2api.testing.images_seen``), images for a known model without ``multimodal: true``
+``trae2api.testing.images_seen``), the ``legacy_chat`` mode (dialect §7: ``busy`` answers
+in-stream 3003 to every chat, ``dying`` 4023 to names of the agent table and 3003 to the rest),
+images for a known model without ``multimodal: true``
 (in-stream 4001 "model does not accept images"), then a scripted answer if one is queued, then
 directives [sim:http]/[sim:reset], version (4120), model (4023), other directives. The default
 reply ends with `` [saw N image(s): <w>x<h> <format> sha256:<12 hex>; ...]`` when images came.
@@ -68,6 +80,7 @@ from starlette.types import Receive, Scope, Send
 from trae2api.testing.admin import admin_routes, json_response, read_json
 from trae2api.testing.agent import agent_routes
 from trae2api.testing.authentication import authenticate_ide, invalid_response
+from trae2api.testing.billing import billing_routes
 from trae2api.testing.faults import (
     FaultBoard,
     chat_fault_response,
@@ -116,6 +129,8 @@ class _Upstream:
         self.faults = faults
 
     async def exchange(self, request: Request) -> Response:
+        if not self.state.exchange_endpoint:
+            return html_error(404)
         body, ok = await read_json(request)
         fault = self.faults.take("exchange")
         if fault is not None:
@@ -151,6 +166,8 @@ class _Upstream:
             await asyncio.sleep(self.state.exchange_delay)
 
     async def model_list(self, request: Request) -> Response:
+        if not self.state.legacy_endpoints:
+            return html_error(404)
         if self.state.model_list_fail:
             return html_error(503)
         owner = authenticate_ide(self.state, request.headers)
@@ -163,6 +180,8 @@ class _Upstream:
         return json_response({"model_configs": self.state.models()})
 
     async def chat(self, request: Request) -> Response:
+        if not self.state.legacy_endpoints:
+            return html_error(404)
         body, ok = await read_json(request)
         ordinal = self.state.record_chat(dict(request.headers), body)
         failure = self.state.take_chat_failure()
@@ -185,6 +204,9 @@ class _Upstream:
         return self._answer(dataclasses.replace(chat, image_note=note), version_code, ordinal)
 
     def _answer(self, chat: ChatRequest, version_code: int, ordinal: int) -> Response:
+        dying = self._dying(chat.model_name)
+        if dying is not None:
+            return respond(Plan((error_frame(dying),)), self.state)
         models = self.state.models()
         known = any(m.get("name") == chat.model_name for m in models)
         if chat.image_note and known and not accepts_images(models, chat.model_name):
@@ -207,8 +229,17 @@ class _Upstream:
                 completion_id=_COMPLETION_ID_BASE + ordinal,
                 known_model=chat.model_name in self.state.model_names(),
                 too_old=minimum is not None and version_code < minimum,
+                attempt=self.state.note_attempt(chat.user_input),
             )
         return respond(plan, self.state) if fault is None else chat_fault_response(fault, plan)
+
+    def _dying(self, model_name: str) -> int | None:
+        """Dialect §7: the code a ``busy`` or ``dying`` legacy chat answers, else None."""
+        mode = self.state.legacy_chat
+        if mode == "ok":
+            return None
+        current = {e.get("config_name") for p in self.state.agent_models().values() for e in p}
+        return 4023 if mode == "dying" and model_name in current else 3003
 
 
 class _SimApp(Starlette):
@@ -231,6 +262,7 @@ def create_upstream_app(state: SimState) -> Starlette:
         Route(MODEL_LIST_PATH, upstream.model_list, methods=["GET"]),
         Route(CHAT_PATH, upstream.chat, methods=["POST"]),
         *agent_routes(state),
+        *billing_routes(state),
         *admin_routes(state),
         *fault_routes(faults),
         *image_routes(state),  # last: it ends in a catch-all GET for the upload-token path

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import orjson
 
-from trae2api.agent import catalogue_request, parse_catalogue
+from trae2api.agent import Probe, catalogue_request, classify_probe, parse_catalogue
 from trae2api.auth.credentials import DeviceIdentity
 from trae2api.errors import UpstreamUnavailable, from_business_code
 from trae2api.sse import SSEEvent
@@ -39,14 +39,14 @@ class AgentClient:
         base_url: str,
         identity: UpstreamIdentity,
         user_id: str,
-        pool: str,
+        pools: tuple[str, ...],
     ) -> None:
         self._http = http
         self._streams = streams
-        self._base_url = base_url
+        self.base_url = base_url
         self._identity = identity
         self._user_id = user_id
-        self.pool = pool
+        self.pools = pools
 
     def headers(self, access_token: str, device: DeviceIdentity, accept: str) -> dict[str, str]:
         """Dialect §2: the token three times, app and version, device, a fresh request id."""
@@ -72,14 +72,12 @@ class AgentClient:
             headers["x-uid"] = self._user_id
         return headers
 
-    async def catalogue(self, access_token: str, device: DeviceIdentity) -> list[dict[str, Any]]:
-        """Dialect §3: the pool's models, filtered, as catalogue entries."""
+    async def catalogue(
+        self, pool: str, access_token: str, device: DeviceIdentity
+    ) -> list[dict[str, Any]]:
+        """Dialect §3/§7: one pool's visible models as catalogue entries."""
         with mapped_transport_errors("listing models"):
-            response = await self._http.post(
-                f"{self._base_url}/api/ide/v1/get_detail_param",
-                content=orjson.dumps(catalogue_request(self.pool)),
-                headers=self.headers(access_token, device, "application/json"),
-            )
+            response = await self._post_catalogue(pool, access_token, device)
         if response.status_code != 200:
             raise http_error(response.status_code, response.content, response.headers)
         try:
@@ -91,12 +89,33 @@ class AgentClient:
             raise from_business_code(*found)
         if not isinstance(payload, dict) or "config_info_list" not in payload:
             raise UpstreamUnavailable("Trae's catalogue answer had no config_info_list")
-        return parse_catalogue(payload)
+        return parse_catalogue(payload, pool)
+
+    async def probe(self, access_token: str, device: DeviceIdentity) -> Probe:
+        """Whether this host serves the agent catalogue (selector.py); never raises."""
+        try:
+            with mapped_transport_errors("probing the agent catalogue"):
+                response = await self._post_catalogue(self.pools[0], access_token, device)
+        except UpstreamUnavailable as exc:
+            # A timeout says nothing; a refused connection or an unknown name means no agent here.
+            timed_out = exc.code == "upstream_timeout"
+            return Probe("unknown" if timed_out else "absent", exc.message)
+        content_type = response.headers.get("content-type", "")
+        return classify_probe(response.status_code, content_type, response.content)
+
+    async def _post_catalogue(
+        self, pool: str, access_token: str, device: DeviceIdentity
+    ) -> httpx.Response:
+        return await self._http.post(
+            f"{self.base_url}/api/ide/v1/get_detail_param",
+            content=orjson.dumps(catalogue_request(pool)),
+            headers=self.headers(access_token, device, "application/json"),
+        )
 
     def chat(
         self, body: dict[str, Any], access_token: str, device: DeviceIdentity
     ) -> AbstractAsyncContextManager[AsyncIterator[list[SSEEvent]]]:
         """Dialect §4: open the chat stream; yields its events a network read at a time."""
-        url = f"{self._base_url}/api/agent/v3/llm_utils_chat"
+        url = f"{self.base_url}/api/agent/v3/llm_utils_chat"
         headers = self.headers(access_token, device, "text/event-stream")
         return open_event_stream(self._streams, url, body, headers)

@@ -138,6 +138,14 @@ async def _event_batches(response: StreamResponse) -> AsyncIterator[list[SSEEven
             raise UpstreamUnavailable(f"Trae sent a malformed event stream: {exc}") from exc
 
 
+class RouteAbsent(UpstreamError):
+    """The host answered 404/405/410: it does not serve this route (dialect §1: mixing realms or
+    dialects gives 404 pages). The dialect selector takes it as a hint to look again."""
+
+
+_ABSENT = frozenset({404, 405, 410})
+
+
 def http_error(status: int, content: bytes, headers: httpx.Headers) -> ApiError:
     """An upstream non-200 answer as the error a client can act on (protocol §7)."""
     payload = _json(content)
@@ -159,6 +167,8 @@ def http_error(status: int, content: bytes, headers: httpx.Headers) -> ApiError:
         return upstream_unavailable("Trae answered JSON instead of an event stream")
     if status >= 500:
         return upstream_unavailable(f"Trae answered HTTP {status}")
+    if status in _ABSENT:
+        return RouteAbsent(f"Trae answered HTTP {status}")
     return UpstreamError(f"Trae answered HTTP {status}")
 
 

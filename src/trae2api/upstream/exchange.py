@@ -1,7 +1,8 @@
 """The refresh-token exchange of protocol §2: one HTTP call and a pure parser of its answer.
 
-It must not store, retry or schedule anything (that is ``auth.manager``), and never put a token
-into an exception message.
+The call goes to the first of REFRESH_TOKEN_URL's hosts that can take it (dialect §7: a host is
+skipped only when it cannot have seen the token). It must not store, retry or schedule anything
+(that is ``auth.manager``), and never put a token into an exception message.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from typing import Any
 
 import httpx
 import orjson
+import structlog
 
 from trae2api.auth.credentials import ExchangeResult
 from trae2api.errors import ReauthRequired, upstream_unavailable
 from trae2api.upstream.transport import mapped_transport_errors
 
 EXCHANGE_PATH = "/cloudide/api/v3/trae/oauth/ExchangeToken"
+log = structlog.get_logger(__name__)
 
 # Protocol §2: access tokens were observed living 3 days. When the answer omits the expiry we
 # assume that observed lifetime rather than a short one: every needless exchange is one more
@@ -151,8 +154,27 @@ def _clean(text: str, redact: tuple[str, ...]) -> str:
     return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
 
 
+def may_fall_back(status: int, body: bytes) -> bool:
+    """Dialect §7: whether an exchange answer proves the host never handled the token: a 404
+    page (the route is absent there), not a 404 carrying the exchange's own error."""
+    if status != 404:
+        return False
+    doc = _load_json(body)
+    return not (isinstance(doc, Mapping) and _error_suffix(doc, ()))
+
+
+# Failures before the request was sent: the host cannot have seen (and burnt) the token.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
+
+
 class TokenExchanger:
-    """Performs the exchange call; one instance per account and upstream region."""
+    """Performs the exchange call; one instance per account and upstream region.
+
+    ``base_url`` may be a comma list of hosts (dialect §7: CN's ``api.trae.com.cn`` falls back to
+    ``api.trae.cn``). The next host is tried only when the previous one cannot have seen the
+    single-use refresh token: the connection failed (refused, unknown name, connect timeout) or
+    it answered a 404 page. Any other answer, or a failure after the request was sent, is final.
+    """
 
     def __init__(
         self,
@@ -164,7 +186,7 @@ class TokenExchanger:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._http = http
-        self._url = base_url.rstrip("/") + EXCHANGE_PATH
+        self._urls = [url.strip().rstrip("/") + EXCHANGE_PATH for url in base_url.split(",")]
         self._client_id = client_id
         self._user_id = user_id
         self._clock = clock
@@ -179,9 +201,28 @@ class TokenExchanger:
                 "UserID": self._user_id,
             }
         )
-        headers = {"Content-Type": "application/json", "accept": "application/json"}
         with mapped_transport_errors("exchanging the refresh token"):
-            response = await self._http.post(self._url, content=body, headers=headers)
+            response = await self._first_answer(body)
         return parse_exchange_response(
             response.status_code, response.content, self._clock(), redact=(refresh_token,)
         )
+
+    async def _first_answer(self, body: bytes) -> httpx.Response:
+        headers = {"Content-Type": "application/json", "accept": "application/json"}
+        *earlier, last = self._urls
+        for url in earlier:
+            try:
+                response = await self._http.post(url, content=body, headers=headers)
+            except _NEVER_SENT as exc:
+                _log_fallback(url, type(exc).__name__)
+                continue
+            if not may_fall_back(response.status_code, response.content):
+                return response
+            _log_fallback(url, "HTTP 404 page")
+        return await self._http.post(last, content=body, headers=headers)
+
+
+def _log_fallback(url: str, reason: str) -> None:
+    log.warning(
+        "credentials.exchange_host_fallback", host=url.removesuffix(EXCHANGE_PATH), reason=reason
+    )
