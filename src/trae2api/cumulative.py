@@ -18,10 +18,12 @@ so far, deliver only its new tail"). A channel starts *undecided* and is judged 
   - the second strict extension in a row (``"a", "ab", "abc"``).
   Then the channel is *cumulative* for good and only the new tail is delivered. A fragment that
   breaks the chain first decides *delta* and the held fragments are delivered as they came.
-  At the end of the stream, held fragments count as deltas: without strong evidence a genuine
-  delta stream is never collapsed (``"ha", "ha", "ha"`` stays "hahaha"; ``"Hi", "Hi there"``
-  alone reads "HiHi there"). Likewise when a frame moves only the answer while the reasoning
-  still holds fragments (or the other way round): that phase has ended, they go out first.
+  At the end of the stream, held exact repeats count as deltas, so a genuine delta stream is
+  never collapsed (``"ha", "ha", "ha"`` stays "hahaha"), while held strict extensions count as
+  snapshots (``"Hi", "Hi there"`` alone reads "Hi there": a delta stream whose next piece
+  repeats the whole answer so far and adds to it is far rarer than a short snapshot stream).
+  Likewise when a frame moves only the answer while the reasoning still holds fragments (or
+  the other way round): that phase has ended, they go out first.
 - Cumulative for good: a fragment extending the text so far delivers its tail; a shorter or
   equal snapshot (a frame that repeats the text while another channel moves) delivers nothing;
   a snapshot that rewrote text already sent cannot be taken back, so it becomes the new
@@ -69,8 +71,15 @@ class Snapshots:
         return ""
 
     def flush(self) -> str:
-        """At the end of the stream: what is still held, read as deltas."""
+        """At the end of the stream (or of its phase): what is still held.
+
+        Held fragments that include a strict extension read as snapshots (a short answer sent
+        as "Hi", "Hi there" is "Hi there"); held exact repeats read as deltas ("ha", "ha").
+        """
         if self.mode == "undecided" and self._held:
+            if self._extensions:
+                self.mode, last, self._held = "cumulative", self._held[-1], []
+                return self._snapshot(last)
             self.mode = "delta"
         return self._release()
 
