@@ -183,3 +183,34 @@ def test_undecided_when_the_agent_host_fails(sim: SimulatedTrae, start_gateway: 
     assert "You said" in say(gateway, "glm-5.2")
     assert status(gateway)["dialect"] == "agent"
     assert httpx.get(f"{gateway.url}/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_first_chat_with_tools_after_a_legacy_fallback_is_bridged(
+    sim: SimulatedTrae, start_gateway: Any, stream: bool
+) -> None:
+    """The first chat, with tools, waits for the dialect choice and goes through the bridge."""
+    sim.control.configure(agent_endpoints=False)
+    gateway = start_gateway(upstream_dialect="auto", agent_base_url=dead_url())
+    tool = {
+        "type": "function",
+        "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}},
+    }
+    ask = 'Weather? [sim:bridge-call get_weather {"city": "Paris"}]'
+    with gateway.client() as client:
+        if stream:
+            with client.chat.completions.stream(
+                model="gpt-4o", messages=[{"role": "user", "content": ask}], tools=[tool]
+            ) as events:
+                message = events.get_final_completion().choices[0].message
+        else:
+            message = (
+                client.chat.completions.create(
+                    model="gpt-4o", messages=[{"role": "user", "content": ask}], tools=[tool]
+                )
+                .choices[0]
+                .message
+            )
+    assert message.tool_calls is not None
+    assert message.tool_calls[0].function.name == "get_weather"
+    assert orjson.loads(message.tool_calls[0].function.arguments) == {"city": "Paris"}

@@ -111,10 +111,10 @@ class ChatService:
         is_disconnected: Callable[[], Awaitable[bool]] | None = None,
     ) -> tuple[dict[str, Any], Answer]:
         """A non-streamed completion, aggregated from the same events a stream would carry."""
+        body = await self._body(request)  # first: in auto mode it settles the dialect
         answer = self._answer(request)
         content: list[str] = []
         reasoning: list[str] = []
-        body = await self._body(request)
         batches = self._relay(self._items(body), _NONSTREAM_TICK)
         checked_at = time.monotonic()
         try:
@@ -154,17 +154,19 @@ class ChatService:
 
     async def open_stream(self, request: ChatRequest) -> ChatStream:
         """Start a stream; errors before its first byte raise here, later ones go in-band."""
+        body = await self._body(request)  # first: in auto mode it settles the dialect
         answer = self._answer(request)
-        chunks = self._sse(request, answer)
+        chunks = self._sse(request, answer, body)
         first = await chunks.__anext__()
         return ChatStream(_prepend(first, chunks), answer)
 
-    async def _sse(self, request: ChatRequest, answer: Answer) -> AsyncIterator[bytes]:
+    async def _sse(
+        self, request: ChatRequest, answer: Answer, body: dict[str, Any]
+    ) -> AsyncIterator[bytes]:
         renderer = ChunkRenderer(
             _completion_id(), int(self._clock()), request.model, request.include_usage
         )
         writer = StreamWriter(renderer, answer)
-        body = await self._body(request)
         batches = self._relay(self._items(body), self._tuning.keepalive_interval)
         try:
             async for batch in batches:
