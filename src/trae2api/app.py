@@ -183,6 +183,7 @@ def _dialect(
         uploader=uploader,
         account=account,
         media_item=settings.multi_media_item,
+        models=catalog,
     )
 
 

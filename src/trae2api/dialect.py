@@ -49,6 +49,12 @@ class Limits(Protocol):
     async def max_tokens(self, model_id: str) -> int | None: ...
 
 
+class DefaultModel(Protocol):
+    """What the legacy dialect asks the catalogue: the Trae name ``auto`` stands for."""
+
+    async def default_model(self) -> str | None: ...
+
+
 class Uploader(Protocol):
     """The legacy image pipeline (protocol §8): bytes in, an ImageX reference out."""
 
@@ -96,9 +102,11 @@ class LegacyDialect:
         uploader: Uploader | None = None,
         account: Account | None = None,
         media_item: Mapping[str, Any] | None = None,
+        models: DefaultModel | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
+        self._models = models
         self._version_code = version_code
         self._to_trae = to_trae
         self._uploader = uploader
@@ -113,7 +121,7 @@ class LegacyDialect:
         self, request: ChatRequest, device: DeviceIdentity, images: TurnImages | None = None
     ) -> dict[str, Any]:
         context = LegacyContext(
-            trae_model=self._to_trae(request.model),
+            trae_model=await self._trae_model(request.model),
             session_id=session_id_for(request.turns, request.client_name),
             version_code=self._version_code,
             current_time=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self._clock())),
@@ -124,6 +132,13 @@ class LegacyDialect:
         if images:
             body["multi_media"] = await self._multi_media(images, device)
         return body
+
+    async def _trae_model(self, model: str) -> str:
+        """The Trae name; ``auto`` is the account's default model, as on the agent dialect."""
+        trae_model = self._to_trae(model)
+        if trae_model == AUTO_MODEL and self._models is not None:
+            return await self._models.default_model() or trae_model
+        return trae_model
 
     async def _multi_media(self, images: TurnImages, device: DeviceIdentity) -> list[Any]:
         """Every image of the conversation uploaded (once, thanks to the cache) and referenced."""
@@ -167,11 +182,23 @@ class LegacyDialect:
         return self._client.chat(body, access_token, device)
 
     async def catalogue(self, access_token: str, device: DeviceIdentity) -> list[dict[str, Any]]:
-        return await self._client.model_list(access_token, device)
+        return with_auto(await self._client.model_list(access_token, device))
 
     async def aclose(self) -> None:
         if self._uploader is not None:
             await self._uploader.close()
+
+
+def with_auto(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The catalogue with ``auto`` first: the account's default model (dialect §3)."""
+    default = next((e for e in entries if e.get("is_default")), None)
+    auto = {
+        "name": AUTO_MODEL,
+        "display_name": f"Account default ({default['name']})" if default else "Account default",
+        "multimodal": bool(default and default.get("multimodal")),
+        "is_default": False,
+    }
+    return [auto, *entries]
 
 
 def media_item(template: Mapping[str, Any], uploaded: UploadedImage) -> dict[str, Any]:
@@ -256,17 +283,7 @@ class AgentDialect:
         return self._client.chat(body, access_token, device)
 
     async def catalogue(self, access_token: str, device: DeviceIdentity) -> list[dict[str, Any]]:
-        entries = await self._client.catalogue(access_token, device)
-        default = next((e for e in entries if e["is_default"]), None)
-        auto = {
-            "name": AUTO_MODEL,
-            "display_name": f"Account default ({default['name']})"
-            if default
-            else "Account default",
-            "multimodal": bool(default and default["multimodal"]),
-            "is_default": False,
-        }
-        return [auto, *entries]
+        return with_auto(await self._client.catalogue(access_token, device))
 
     async def aclose(self) -> None:
         return None

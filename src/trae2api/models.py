@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from trae2api.agent import AUTO_MODEL
 from trae2api.auth.account import Account
 from trae2api.dialect import Dialect
 from trae2api.errors import ApiError, UpstreamRejected, UpstreamUnavailable
@@ -161,6 +162,12 @@ class ModelCatalog:
             if entry.trae_name in (trae_name, model_id) or entry.public_id == model_id:
                 return entry
         return None
+
+    async def default_model(self) -> str | None:
+        """The Trae name ``auto`` stands for: the ``is_default`` entry, else the first one."""
+        models = [e for e in await self.entries() if e.trae_name != AUTO_MODEL]
+        chosen = next((e for e in models if e.is_default), models[0] if models else None)
+        return chosen.trae_name if chosen is not None else None
 
     async def accepts_images(self, model_id: str) -> bool | None:
         """Whether the catalogue marks the model multimodal; None when it cannot tell."""
