@@ -18,6 +18,8 @@ import pytest
 
 from conftest import CLIENT_KEY, free_port, wait_for
 from trae2api import __version__
+from trae2api.cli import listen
+from trae2api.errors import ConfigError
 from trae2api.testing import SimulatedTrae
 
 # A refresh token nobody could mistake for anything else: it must never be echoed.
@@ -464,3 +466,34 @@ def test_help_is_user_text(tmp_path: Path) -> None:
     assert serve_help.returncode == 0, serve_help.stderr
     assert "--demo" in serve_help.stdout
     assert "``" not in serve_help.stdout
+
+
+@pytest.mark.parametrize(
+    ("host", "variable", "needle"),
+    [
+        ("192.0.2.1", "HOST", "not an address of this machine"),  # TEST-NET-1: nobody's
+        ("no-such-host.invalid", "HOST", "not an address of this machine"),
+    ],
+)
+def test_a_host_this_machine_cannot_listen_on_is_named(
+    host: str, variable: str, needle: str
+) -> None:
+    """``listen`` turns an unusable HOST into a ConfigError naming HOST, not an OSError."""
+    with pytest.raises(ConfigError) as caught:
+        listen(host, free_port())
+    assert caught.value.variable == variable
+    assert needle in str(caught.value)
+
+
+def test_listen_binds_every_address_of_localhost_and_reports_a_busy_one() -> None:
+    """``localhost`` is bound on each address it names; a second bind is the busy-port error."""
+    port = free_port()
+    sockets = listen("localhost", port)
+    try:
+        assert {sock.getsockname()[1] for sock in sockets} == {port}
+        with pytest.raises(ConfigError, match="already in use") as caught:
+            listen("127.0.0.1", port)
+        assert caught.value.variable == "PORT"
+    finally:
+        for sock in sockets:
+            sock.close()

@@ -205,21 +205,38 @@ def listen(host: str, port: int) -> list[socket.socket]:
             host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
     except socket.gaierror as exc:
-        reason = f"{host} is not an address of this machine ({exc.strerror})"
+        reason = f"{host} is not an address of this machine ({exc.strerror})."
         raise ConfigError("HOST", reason) from None
     sockets: list[socket.socket] = []
+    unavailable: OSError | None = None
     with _closed_on_error(sockets):
         for family, kind, proto, _name, address in dict.fromkeys(addresses):
-            sock = socket.socket(family, kind, proto)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             try:
-                sock.bind(address)
+                sockets.append(_bound(family, kind, proto, address))
             except OSError as exc:
-                raise _bind_error(host, port, exc) from None
+                if exc.errno not in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                    raise _bind_error(host, port, exc) from None
+                unavailable = exc  # e.g. ::1 for "localhost" where IPv6 is off
+        if not sockets:
+            assert unavailable is not None  # getaddrinfo never answers with no address
+            raise _bind_error(host, port, unavailable)
     return sockets
+
+
+def _bound(family: int, kind: int, proto: int, address: Any) -> socket.socket:
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        # Listening at once holds the port (Linux lets a second SO_REUSEADDR socket bind a
+        # port nobody listens on); clients that connect before start-up ends wait in the queue.
+        sock.listen()
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 @contextlib.contextmanager
