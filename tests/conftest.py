@@ -18,8 +18,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import redis
 import uvicorn
 
+import rediskit
 from trae2api.app import create_app
 from trae2api.config import Settings, load_settings
 from trae2api.testing import SimulatedTrae
@@ -244,21 +246,30 @@ def run_async(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-# Redis for the replica tests: DB 11 unless TRAE2API_TEST_REDIS names another; every test gets
-# its own key prefix and deletes only its own keys.
-REDIS_TEST_URL = os.environ.get("TRAE2API_TEST_REDIS", "redis://127.0.0.1:6379/11")
+# Redis for the replica tests: DB 11 of the Redis on 127.0.0.1:6379, or of a redis-server
+# started for the run when none answers there (rediskit), unless TRAE2API_TEST_REDIS names
+# another. Every test gets its own key prefix and deletes only its own keys. Set by
+# pytest_configure, before the test modules import it.
+REDIS_TEST_URL = rediskit.DEFAULT_URL
+_REDIS = rediskit.TestRedis()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global REDIS_TEST_URL, _REDIS
+    _REDIS = rediskit.provide(os.environ.get("TRAE2API_TEST_REDIS"))
+    REDIS_TEST_URL = _REDIS.url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _REDIS.stop()
 
 
 @pytest.fixture
 def redis_prefix() -> Iterator[str]:
-    """A fresh key prefix on the test Redis (the test is skipped when none answers)."""
-    redis = pytest.importorskip("redis")
+    """A fresh key prefix on the test Redis (the test is skipped when there is none)."""
+    if _REDIS.missing:
+        pytest.skip(_REDIS.missing)
     client = redis.Redis.from_url(REDIS_TEST_URL)
-    try:
-        client.ping()
-    except redis.RedisError:
-        client.close()
-        pytest.skip(f"no Redis answers at {REDIS_TEST_URL}")
     prefix = f"trae2api-test-{os.urandom(6).hex()}:"
     yield prefix
     for key in client.scan_iter(match=f"{prefix}*"):

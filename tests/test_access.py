@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import signal
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +10,15 @@ import openai
 import pytest
 import redis
 
-from conftest import GatewayProcess, free_port, gateway_env, key_works, sdk, wait_for
+from conftest import (
+    REDIS_TEST_URL,
+    GatewayProcess,
+    free_port,
+    gateway_env,
+    key_works,
+    sdk,
+    wait_for,
+)
 from trae2api.api.keys import read_keys_file
 from trae2api.errors import ConfigError
 from trae2api.testing import SimulatedTrae
@@ -20,7 +26,6 @@ from trae2api.testing import SimulatedTrae
 KEY_A = "alpha-key-0123456789abcdef"
 KEY_B = "beta-key-0123456789abcdef0"
 SHORT = "tiny-key-1"
-REDIS_URL = "redis://127.0.0.1:6379/13"
 CHAT: dict[str, Any] = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 
 
@@ -106,23 +111,13 @@ def test_the_rate_limit_is_per_key_with_retry_after(start_gateway: Any) -> None:
     assert "RATE_LIMIT_RPM" in caught.value.message
 
 
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    """A key prefix of its own in a test database of the local Redis, removed afterwards."""
-    prefix = f"trae2api-test-{uuid.uuid4().hex[:8]}:"
-    yield prefix
-    with redis.Redis.from_url(REDIS_URL) as client:
-        for key in client.scan_iter(f"{prefix}*"):
-            client.delete(key)
-
-
 def test_replicas_share_buckets_through_redis(start_gateway: Any, redis_prefix: str) -> None:
-    """With REDIS_URL two gateways draw from one bucket per key (an atomic Lua script)."""
+    """With REDIS_TEST_URL two gateways draw from one bucket per key (an atomic Lua script)."""
     settings = {
         "auth_token": KEY_A,
         "rate_limit_rpm": 1,
         "rate_limit_burst": 3,
-        "redis_url": REDIS_URL,
+        "redis_url": REDIS_TEST_URL,
         "redis_key_prefix": redis_prefix,
     }
     one, two = start_gateway(**settings), start_gateway(**settings)
@@ -133,7 +128,7 @@ def test_replicas_share_buckets_through_redis(start_gateway: Any, redis_prefix: 
         for client in (first, second):
             with pytest.raises(openai.RateLimitError):
                 client.models.list()
-    with redis.Redis.from_url(REDIS_URL) as client:
+    with redis.Redis.from_url(REDIS_TEST_URL) as client:
         bucket = f"{redis_prefix}ratelimit:key-1"
         assert client.exists(bucket)
         assert 0 < client.pttl(bucket) <= 200_000

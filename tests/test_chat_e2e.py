@@ -12,6 +12,7 @@ import pytest
 
 from conftest import CLIENT_KEY, Gateway, wait_for
 from trae2api.testing import SimulatedTrae
+from trae2api.testing.state import default_models
 
 pytestmark = pytest.mark.timeout(30)
 USER = [{"role": "user", "content": "hi"}]
@@ -432,3 +433,25 @@ def test_done_finish_reason_wins(client: openai.OpenAI) -> None:
         model="gpt-4o", messages=[{"role": "user", "content": "x [sim:finish length]"}]
     )
     assert completion.choices[0].finish_reason == "length"
+
+
+def test_auto_is_the_account_default_on_legacy(client: openai.OpenAI, sim: SimulatedTrae) -> None:
+    """``auto`` is listed first on the legacy dialect and chats with the is_default model."""
+    models = [model.id for model in client.models.list()]
+    assert models[0] == "auto"
+    assert client.models.retrieve("auto").display_name == "Account default (claude3.5)"  # type: ignore[attr-defined]
+    reply = client.chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "who answers?"}]
+    )
+    assert "You said: who answers?" in (reply.choices[0].message.content or "")
+    assert sim.control.last_chat()["body"]["model_name"] == "claude3.5"
+    assert reply.model == "auto"
+
+
+def test_auto_without_a_default_is_the_first_model(start_gateway: Any, sim: SimulatedTrae) -> None:
+    """When no entry of the legacy list is the default, ``auto`` means its first model."""
+    models = [dict(model, is_default=False) for model in default_models()[::-1]]
+    sim.control.configure(models=models)
+    client = start_gateway().client()
+    client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+    assert sim.control.last_chat()["body"]["model_name"] == models[0]["name"]

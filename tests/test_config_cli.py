@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +18,8 @@ import pytest
 
 from conftest import CLIENT_KEY, free_port, wait_for
 from trae2api import __version__
+from trae2api.cli import listen
+from trae2api.errors import ConfigError
 from trae2api.testing import SimulatedTrae
 
 # A refresh token nobody could mistake for anything else: it must never be echoed.
@@ -136,6 +140,8 @@ MALFORMED = [
     ("REASONING_MODE", "bogus"),
 ]
 
+SEVERAL_MALFORMED = [("PORT", "not-a-port"), ("BASE_URL", "ftp://x"), ("REASONING_MODE", "bogus")]
+
 
 def _failing_cases(root: Path) -> dict[str, dict[str, str]]:
     """Every start-up that must be refused, as case name -> environment."""
@@ -148,6 +154,10 @@ def _failing_cases(root: Path) -> dict[str, dict[str, str]]:
     cases["blank-REFRESH_TOKEN"] = account_env(root, REFRESH_TOKEN="   ")
     for variable, value in MALFORMED:
         cases[f"malformed-{variable}-{value}"] = account_env(root, **{variable: value})
+    cases["nothing-configured"] = base_env(root)
+    several = account_env(root, UPSTREAM_DIALECT="legacy", **dict(SEVERAL_MALFORMED))
+    del several["CLIENT_ID"], several["APP_ID"]
+    cases["several-wrong"] = several
     cases["public-host-no-key"] = account_env(root, HOST="0.0.0.0")
     blocker = root / "not-a-directory"
     blocker.write_text("")
@@ -210,6 +220,29 @@ def test_empty_refresh_token_counts_as_missing(
 ) -> None:
     """A blank REFRESH_TOKEN is reported like a missing one, not accepted."""
     assert_config_error(refused["blank-REFRESH_TOKEN"], "REFRESH_TOKEN", "storage.json")
+
+
+def test_nothing_configured_names_every_account_variable_and_the_demo(
+    refused: dict[str, subprocess.CompletedProcess[str]],
+) -> None:
+    """With no configuration, one line names both required variables and ``serve --demo``."""
+    required = {name: where for name, where in MISSING.items() if name != "APP_ID"}
+    line = assert_config_error(
+        refused["nothing-configured"], *required, *required.values(), "trae2api serve --demo"
+    )
+    assert line.count("is not set") == 2  # APP_ID: the default dialect sends Trae's own
+
+
+def test_every_missing_and_malformed_variable_is_named_at_once(
+    refused: dict[str, subprocess.CompletedProcess[str]],
+) -> None:
+    """Two missing and three malformed variables: one line names all five, no secret, no demo."""
+    result = refused["several-wrong"]
+    names = ["APP_ID", "CLIENT_ID", *(name for name, _ in SEVERAL_MALFORMED)]
+    line = assert_config_error(result, *names, "ai_1_stdout.log", "main.log")
+    assert "REFRESH_TOKEN" not in line  # it is set
+    assert "--demo" not in line  # something is configured: not a newcomer
+    assert CANARY_REFRESH_TOKEN not in result.stderr + result.stdout
 
 
 def test_public_host_without_auth_token_refuses(
@@ -353,3 +386,118 @@ def test_read_only_data_dir_is_named(tmp_path: Path) -> None:
         assert_config_error(result, "DATA_DIR")
     finally:
         data_dir.chmod(0o700)
+
+
+@contextmanager
+def port_taken() -> Iterator[int]:
+    """A port some other program listens on for the duration of the block."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        yield other.getsockname()[1]
+
+
+def test_busy_port_is_named_before_any_start_up_work(sim: SimulatedTrae, tmp_path: Path) -> None:
+    """A port in use exits 2 with one line naming PORT and the address, before any exchange."""
+    with port_taken() as port:
+        env = sim_env(sim, tmp_path, PORT=str(port))
+        result = run_cli("serve", "--env-file", "/dev/null", env=env, cwd=tmp_path)
+    line = assert_config_error(result, "PORT", f"127.0.0.1:{port}", "already in use", "--port")
+    assert result.stdout == ""  # nothing started, nothing logged
+    assert sim.control.stats()["exchanges_ok"] == 0
+    assert CANARY_REFRESH_TOKEN not in line
+
+
+def test_busy_port_in_demo_mode_is_named_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """``serve --demo --port P`` with P taken exits 2 naming it; no demo directory is left."""
+    env = {**base_env(tmp_path), "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+    with port_taken() as port:
+        args = ("serve", "--demo", "--env-file", "/dev/null", "--port", str(port))
+        result = run_cli(*args, env=env, cwd=tmp_path)
+    assert_config_error(result, "PORT", f"127.0.0.1:{port}", "already in use")
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_demo_removes_its_directory_and_logs_start_up_once(tmp_path: Path, sig: int) -> None:
+    """The demo's data directory is gone after Ctrl-C or SIGTERM; its start-up lines appear once."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    port = free_port()
+    env = {**base_env(tmp_path), "TMPDIR": str(temp), "LOG_FORMAT": "json"}
+    log_path = tmp_path / "demo.log"
+    with log_path.open("wb") as log:
+        args = ["serve", "--demo", "--env-file", "/dev/null", "--port", str(port)]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "trae2api", *args],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            assert wait_for(lambda: healthy(url), timeout=15), log_path.read_text()
+            (demo_dir,) = temp.iterdir()
+            assert demo_dir.name.startswith("trae2api-demo-")
+            with openai.OpenAI(base_url=f"{url}/v1", api_key="demo", max_retries=0) as client:
+                assert client.models.list().data  # credentials are now stored in demo_dir
+            assert any(demo_dir.iterdir())
+            process.send_signal(sig)
+            assert process.wait(timeout=30) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert list(temp.iterdir()) == []
+    output = log_path.read_text()
+    assert output.count("Started server process") == 1, output
+    assert output.count("Application startup complete") == 1, output
+    assert f"base_url='http://127.0.0.1:{port}/v1'" in output  # the "try it" hint
+
+
+def test_help_is_user_text(tmp_path: Path) -> None:
+    """``--help`` reads as user text: the demo and .env mentioned, no markup or developer notes."""
+    result = run_cli("--help", env=base_env(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "trae2api serve --demo" in result.stdout
+    assert ".env" in result.stdout
+    assert "Ctrl-C" in result.stdout
+    for developer_text in ("``", "exit status", "traceback", "Traceback"):
+        assert developer_text not in result.stdout
+    serve_help = run_cli("serve", "--help", env=base_env(tmp_path), cwd=tmp_path)
+    assert serve_help.returncode == 0, serve_help.stderr
+    assert "--demo" in serve_help.stdout
+    assert "``" not in serve_help.stdout
+
+
+@pytest.mark.parametrize(
+    ("host", "variable", "needle"),
+    [
+        ("192.0.2.1", "HOST", "not an address of this machine"),  # TEST-NET-1: nobody's
+        ("no-such-host.invalid", "HOST", "not an address of this machine"),
+    ],
+)
+def test_a_host_this_machine_cannot_listen_on_is_named(
+    host: str, variable: str, needle: str
+) -> None:
+    """``listen`` turns an unusable HOST into a ConfigError naming HOST, not an OSError."""
+    with pytest.raises(ConfigError) as caught:
+        listen(host, free_port())
+    assert caught.value.variable == variable
+    assert needle in str(caught.value)
+
+
+def test_listen_binds_every_address_of_localhost_and_reports_a_busy_one() -> None:
+    """``localhost`` is bound on each address it names; a second bind is the busy-port error."""
+    port = free_port()
+    sockets = listen("localhost", port)
+    try:
+        assert {sock.getsockname()[1] for sock in sockets} == {port}
+        with pytest.raises(ConfigError, match="already in use") as caught:
+            listen("127.0.0.1", port)
+        assert caught.value.variable == "PORT"
+    finally:
+        for sock in sockets:
+            sock.close()

@@ -94,7 +94,10 @@ def test_gateway_killed_while_trae_holds_the_answer_still_stores_it(
     sim.control.configure(exchange_delay=0)
     newest = sim.control.stats()["current_refresh_token"]
     assert wait_for(lambda: read_store() == (2, newest), timeout=10)
-    assert '"credentials.rotated_without_gateway"' in (tmp_path / "gateway.log").read_text()
+    # The rotation process logs this only after the write the line above waited for.
+    log_path = tmp_path / "gateway.log"
+    rescued = '"credentials.rotated_without_gateway"'
+    assert wait_for(lambda: rescued in log_path.read_text(), timeout=10), log_path.read_text()
     gateway.start()
     reply = ask(gateway.url, "after the kill")
     gateway.stop()

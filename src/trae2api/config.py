@@ -339,28 +339,87 @@ def _valid_redis_url(url: str) -> bool:
     )
 
 
-def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
-    """Read the settings; ``overrides`` (CLI flags, demo values) win over the environment."""
+def load_settings(
+    env_file: str | Path | None = ".env", *, account: bool = False, **overrides: Any
+) -> Settings:
+    """Read the settings; ``overrides`` (CLI flags, demo values) win over the environment.
+
+    ``account=True`` (``trae2api serve``) also requires the account variables. Every missing
+    or malformed variable is reported at once, in one ``ConfigError``.
+    """
     try:
-        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        settings: Settings | None = Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        invalid: dict[str, str] = {}
     except ValidationError as exc:
-        raise _config_error(exc) from None
+        invalid = _invalid(exc)
+        settings = _with_defaults(env_file, overrides, invalid) if account else None
+    missing = _missing_account(settings) if account and settings is not None else []
+    if invalid or missing:
+        raise _config_error(missing, invalid, nothing_set=_nothing_set(settings, missing))
+    assert settings is not None
+    return settings
 
 
-def require_account(settings: Settings) -> None:
-    """Stop start-up when an account variable is missing, saying where to find it."""
+def _invalid(exc: ValidationError) -> dict[str, str]:
+    """Variable -> why its value was refused (the first reason per variable)."""
+    invalid: dict[str, str] = {}
+    for error in exc.errors():
+        location = error.get("loc") or ("?",)
+        detail = str(error.get("msg", "is not valid")).removeprefix("Value error, ")
+        # The input is deliberately not echoed: it may be a secret.
+        invalid.setdefault(str(location[0]).upper(), detail)
+    return invalid
+
+
+def _with_defaults(
+    env_file: str | Path | None, overrides: dict[str, Any], invalid: dict[str, str]
+) -> Settings | None:
+    """The settings with every refused value replaced by its default, to check the rest."""
+    fields = Settings.model_fields
+    defaults = {
+        name.lower(): fields[name.lower()].get_default(call_default_factory=True)
+        for name in invalid
+        if name.lower() in fields
+    }
+    try:
+        return Settings(_env_file=env_file, **{**overrides, **defaults})  # type: ignore[call-arg]
+    except ValidationError:
+        return None
+
+
+def _missing_account(settings: Settings) -> list[str]:
     values = {
         "APP_ID": settings.app_id,
         "CLIENT_ID": settings.client_id,
         "REFRESH_TOKEN": settings.refresh_token.get_secret_value(),
     }
-    for variable in _ACCOUNT_VARIABLES:
-        if not values[variable].strip():
-            raise ConfigError(
-                variable,
-                f"is not set. It is {WHERE_TO_FIND[variable]}. Put it in the environment "
-                f"or in .env (see .env.example).",
-            )
+    return [variable for variable in _ACCOUNT_VARIABLES if not values[variable].strip()]
+
+
+def _nothing_set(settings: Settings | None, missing: list[str]) -> bool:
+    """No account variable the operator must set is set: a newcomer, point at the demo."""
+    return settings is not None and {"CLIENT_ID", "REFRESH_TOKEN"} <= set(missing)
+
+
+def _config_error(missing: list[str], invalid: dict[str, str], *, nothing_set: bool) -> ConfigError:
+    """One line naming every missing and every malformed variable, and how to fix each."""
+    variables = [*missing, *invalid]
+    if len(variables) == 1 and missing:
+        message = f"is not set. It is {WHERE_TO_FIND[missing[0]]}."
+    elif len(variables) == 1:
+        ((variable, detail),) = invalid.items()
+        hint = f" It is {WHERE_TO_FIND[variable]}." if variable in WHERE_TO_FIND else ""
+        message = f"is not valid: {detail}.{hint}"
+    else:
+        parts = [f"{name} is not set (it is {WHERE_TO_FIND[name]})" for name in missing]
+        parts += [f"{name} is not valid: {detail}" for name, detail in invalid.items()]
+        message = "; ".join(parts) + "."
+    if missing:
+        message += " Put them" if len(variables) > 1 else " Put it"
+        message += " in the environment or in .env (see .env.example)."
+    if nothing_set:
+        message += " To try trae2api without a Trae account first, run: trae2api serve --demo"
+    return ConfigError(", ".join(variables), message)
 
 
 def require_safe_bind(settings: Settings, *, insecure_no_auth: bool) -> None:
@@ -375,13 +434,3 @@ def require_safe_bind(settings: Settings, *, insecure_no_auth: bool) -> None:
         f"spend your Trae account. Set AUTH_TOKEN to a long random key (clients send it as "
         f"'Authorization: Bearer <key>'), bind HOST=127.0.0.1, or pass --insecure-no-auth.",
     )
-
-
-def _config_error(exc: ValidationError) -> ConfigError:
-    error = exc.errors()[0]
-    location = error.get("loc") or ("?",)
-    variable = str(location[0]).upper()
-    detail = str(error.get("msg", "is not valid")).removeprefix("Value error, ")
-    hint = f" It is {WHERE_TO_FIND[variable]}." if variable in WHERE_TO_FIND else ""
-    # The input is deliberately not echoed: it may be a secret.
-    return ConfigError(variable, f"is not valid: {detail}.{hint}")

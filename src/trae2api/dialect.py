@@ -115,6 +115,7 @@ class LegacyDialect:
         self._account = account
         self._media_item = dict(media_item or DEFAULT_MULTI_MEDIA_ITEM)
         self._clock = clock
+        self._default: str | None = None  # the Trae name ``auto`` stands for, once listed
 
     def bridges_tools(self, request: ChatRequest) -> bool:
         return bool(request.tools) and request.tool_choice != "none"
@@ -123,7 +124,7 @@ class LegacyDialect:
         self, request: ChatRequest, device: DeviceIdentity, images: TurnImages | None = None
     ) -> dict[str, Any]:
         context = LegacyContext(
-            trae_model=self.aliases.to_trae(request.model),
+            trae_model=await self._trae_model(request.model, device),
             session_id=session_id_for(request.turns, request.client_name),
             version_code=self._version_code,
             current_time=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self._clock())),
@@ -176,12 +177,38 @@ class LegacyDialect:
     ) -> EventStream:
         return self._client.chat(body, access_token, device)
 
+    async def _trae_model(self, model: str, device: DeviceIdentity) -> str:
+        """The Trae name; ``auto`` is the account's default model, as on the agent dialect."""
+        trae_model = self.aliases.to_trae(model)
+        if trae_model != AUTO_MODEL:
+            return trae_model
+        if self._default is None and self._account is not None:
+            await self.catalogue(await self._account.access_token(), device)
+        return self._default or trae_model
+
     async def catalogue(self, access_token: str, device: DeviceIdentity) -> list[dict[str, Any]]:
-        return await self._client.model_list(access_token, device)
+        entries = await self._client.model_list(access_token, device)
+        # ``auto``: the ``is_default`` entry, else the first one (dialect §3, as on agent).
+        chosen = next((e for e in entries if e.get("is_default")), entries[0] if entries else None)
+        self._default = str(chosen["name"]) if chosen is not None else None
+        return with_auto(entries, chosen)
 
     async def aclose(self) -> None:
         if self._uploader is not None:
             await self._uploader.close()
+
+
+def with_auto(
+    entries: list[dict[str, Any]], default: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """The legacy catalogue with ``auto`` first: the account's default model (dialect §3)."""
+    auto = {
+        "name": AUTO_MODEL,
+        "display_name": f"Account default ({default['name']})" if default else "Account default",
+        "multimodal": bool(default and default.get("multimodal")),
+        "is_default": False,
+    }
+    return [auto, *entries]
 
 
 def media_item(template: Mapping[str, Any], uploaded: UploadedImage) -> dict[str, Any]:
