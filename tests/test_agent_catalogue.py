@@ -11,6 +11,7 @@ import pytest
 
 from trae2api.agent import (
     build_agent_body,
+    catalogue_items,
     classify_probe,
     declared_levels,
     effort_level,
@@ -115,6 +116,23 @@ def test_parse_keeps_visible_in_order() -> None:
     }
     names = [entry["name"] for entry in parse_catalogue(payload, "solo_work_remote")]
     assert names == ["glm-5.2", "kimi-k2"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ({"config_info_list": [{"config_name": "a"}]}, [{"config_name": "a"}]),
+        ({"code": 0, "data": {"config_info_list": []}}, []),
+        ({"data": {"config_info_list": [{"config_name": "b"}]}}, [{"config_name": "b"}]),
+        ({"data": {"models": []}}, None),
+        ({"config_info_list": "nope"}, None),
+        ([], None),
+        (None, None),
+    ],
+)
+def test_catalogue_items_with_or_without_envelope(payload: Any, expected: Any) -> None:
+    """The config_info_list is found at the top or inside a ``data`` envelope, else None."""
+    assert catalogue_items(payload) == expected
 
 
 def test_union_first_pool_wins() -> None:

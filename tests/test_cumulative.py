@@ -22,8 +22,11 @@ LONG = "Hello there"  # longer than EVIDENCE_CHARS
         (["ha", "ha", "ha", "!"], "hahaha!"),
         (["-", "-", "-", "\n"], "---\n"),
         (["a", "ab"], "ab"),
+        (["Hello", "Hello world"], "Hello world"),
+        (["Hel", "lo", "Hello world"], "Hello world"),
+        (["Yes", "Yes."], "Yes."),
         (["Hi", "Hi there"], "Hi there"),
-        (["Hi", "Hi", "Hi there"], "Hi there"),
+        (["Hi", "Hi", "Hi there"], "HiHiHi there"),  # an early repeat is a delta
         (["ha", "ha"], "haha"),
         (["a", "ab", "abc"], "abc"),
         (["H", "He", "Hel", "Hello"], "Hello"),
@@ -34,8 +37,8 @@ LONG = "Hello there"  # longer than EVIDENCE_CHARS
         (["abc", "abcd", "abcde", "abXdefg"], "abcdefg"),
         (["", "Hi", "", " you"], "Hi you"),
         (["Hello", " ", "Hello"], "Hello Hello"),
-        (["a", "ab", "x"], "aabx"),
-        (["a", "a", "ab", "abc"], "abc"),
+        (["a", "ab", "x"], "abx"),
+        (["a", "a", "ab", "abc"], "aaababc"),  # a repeat before any extension is a delta
     ],
 )
 def test_channel_text(fragments: list[str], text: str) -> None:
@@ -46,37 +49,28 @@ def test_channel_text(fragments: list[str], text: str) -> None:
 @pytest.mark.parametrize(
     ("fragments", "emitted", "mode"),
     [
-        (["H", "He", "Hel", "Hello"], ["H", "", "el", "lo"], "cumulative"),
-        (["ha", "ha", "ha", " ho"], ["ha", "", "", "haha ho"], "delta"),
-        (["To", "day"], ["To", "day"], "delta"),
+        (["H", "He", "Hel", "Hello"], ["H", "e", "l", "lo"], "cumulative"),
+        (["ha", "ha", "ha", " ho"], ["ha", "ha", "ha", " ho"], "undecided"),
+        (["To", "day"], ["To", "day"], "undecided"),
         ([LONG, LONG + "!"], [LONG, "!"], "cumulative"),
+        (["Hi", "Hi there", "Hi there"], ["Hi", " there", ""], "undecided"),
     ],
 )
-def test_channel_emits_as_soon_as_decided(
-    fragments: list[str], emitted: list[str], mode: str
-) -> None:
-    """Nothing is sent that a later fragment could prove wrong; the rest goes out at once."""
+def test_channel_emits_at_once(fragments: list[str], emitted: list[str], mode: str) -> None:
+    """Each fragment is judged when it arrives: nothing is held back."""
     channel = Snapshots()
     assert [channel.push(fragment) for fragment in fragments] == emitted
     assert channel.mode == mode
 
 
 def test_evidence_threshold_is_the_boundary() -> None:
-    """A strict extension of a text just under the threshold is held, at it is decisive."""
+    """An exact repeat of a text at the threshold is a snapshot; just under it, a delta."""
     short, enough = "x" * (EVIDENCE_CHARS - 1), "y" * EVIDENCE_CHARS
     below, at = Snapshots(), Snapshots()
     below.push(short)
     at.push(enough)
-    assert below.push(short + "z") == ""
-    assert at.push(enough + "z") == "z"
-
-
-def test_end_of_stream_releases_held_fragments_as_deltas() -> None:
-    """Without strong evidence the held fragments are deltas after all."""
-    channel = Snapshots()
-    assert [channel.push(f) for f in ("ha", "ha")] == ["ha", ""]
-    assert channel.flush() == "ha"
-    assert channel.mode == "delta"
+    assert below.push(short) == short
+    assert at.push(enough) == ""
 
 
 def test_reasoning_and_response_are_reconciled_apart() -> None:
@@ -84,18 +78,16 @@ def test_reasoning_and_response_are_reconciled_apart() -> None:
     reconciler = DeltaReconciler()
     steps = [("", "ok"), ("", "ok"), ("A", "."), ("AB", ""), ("ABC", "")]
     out = [reconciler.push(Delta(content, reasoning))[:2] for content, reasoning in steps]
-    flushed = reconciler.flush()
-    assert "".join(c for c, _ in out) + flushed[0] == "ABC"
-    assert "".join(r for _, r in out) + flushed[1] == "okok."
+    assert "".join(c for c, _ in out) == "ABC"
+    assert "".join(r for _, r in out) == "okok."
 
 
-def test_held_reasoning_goes_out_before_the_answer() -> None:
-    """Reasoning still undecided when the answer starts is released then, not after it."""
+def test_short_reasoning_snapshots_before_the_answer() -> None:
+    """Two short reasoning snapshots, then the answer: each character reaches the client once."""
     reconciler = DeltaReconciler()
     assert reconciler.push(Delta("", "Ok"))[:2] == ("", "Ok")
-    assert reconciler.push(Delta("", "Ok so"))[:2] == ("", "")
-    assert reconciler.push(Delta("Yes", ""))[:2] == ("Yes", " so")
-    assert reconciler.flush()[:2] == ("", "")
+    assert reconciler.push(Delta("", "Ok so"))[:2] == ("", " so")
+    assert reconciler.push(Delta("Yes", ""))[:2] == ("Yes", "")
 
 
 def test_tool_arguments_reconciled_per_call() -> None:
@@ -109,7 +101,6 @@ def test_tool_arguments_reconciled_per_call() -> None:
     sent: list[ToolFragment] = []
     for frame in frames:
         sent += reconciler.push(Delta("", "", None, tuple(frame)))[2]
-    sent += reconciler.flush()[2]
     joined = {i: "".join(f.arguments for f in sent if f.index == i) for i in (0, 1)}
     assert joined == {0: '{"a": 1}', 1: "{}{}"}  # call 1 is two equal short deltas: "{}{}"
     assert [next(f.name for f in sent if f.index == i) for i in (0, 1)] == ["f", "g"]

@@ -51,9 +51,19 @@ def catalogue_request(pool: str) -> dict[str, Any]:
     }
 
 
+def catalogue_items(payload: Any) -> list[Any] | None:
+    """The ``config_info_list`` of a catalogue answer (dialect §3), also when an envelope wraps
+    it in ``data`` (``{"code": 0, "data": {...}}``); None when the answer has none."""
+    for holder in (payload, payload.get("data") if isinstance(payload, dict) else None):
+        items = holder.get("config_info_list") if isinstance(holder, dict) else None
+        if isinstance(items, list):
+            return items
+    return None
+
+
 def parse_catalogue(payload: Any, pool: str = "") -> list[dict[str, Any]]:
     """``config_info_list`` as catalogue entries of ``pool``, hidden ones left out (dialect §7)."""
-    items = payload.get("config_info_list") if isinstance(payload, dict) else None
+    items = catalogue_items(payload)
     entries = []
     for item in items if isinstance(items, list) else []:
         name = item.get("config_name") if isinstance(item, dict) else None
@@ -201,10 +211,9 @@ def classify_probe(status: int, content_type: str, content: bytes) -> Probe:
     except orjson.JSONDecodeError:
         kind = (content_type.split(";")[0].strip() or "no content type") if content else "empty"
         return Probe("absent", f"HTTP {status} answered with a page that is not JSON ({kind})")
-    if isinstance(payload, dict) and isinstance(payload.get("config_info_list"), list):
-        return Probe(
-            "present", f"the catalogue answered ({len(payload['config_info_list'])} entries)"
-        )
+    items = catalogue_items(payload)
+    if items is not None:
+        return Probe("present", f"the catalogue answered ({len(items)} entries)")
     if isinstance(payload, dict) and payload.get("code") not in (None, 0, "0"):
         return Probe("present", f"the catalogue answered code {payload['code']}")
     return Probe("absent", f"HTTP {status} answered JSON without config_info_list")

@@ -113,7 +113,7 @@ class Answer:
 
     def ending(self) -> tuple[str, str, list[ToolFragment]]:
         """What is still held back when the turn ends: text, reasoning, then the tool calls."""
-        text, reasoning, fragments = self._emit(*self._snapshots.flush())
+        text, reasoning, fragments = "", "", []
         if self._parser is not None:
             closing, bridged = self._split(self._parser.close())
             text += self.shaper.push(closing, "")[0] if closing else ""

@@ -13,7 +13,13 @@ from typing import Any
 import httpx
 import orjson
 
-from trae2api.agent import Probe, catalogue_request, classify_probe, parse_catalogue
+from trae2api.agent import (
+    Probe,
+    catalogue_items,
+    catalogue_request,
+    classify_probe,
+    parse_catalogue,
+)
 from trae2api.auth.credentials import DeviceIdentity
 from trae2api.errors import UpstreamUnavailable, from_business_code
 from trae2api.sse import SSEEvent
@@ -87,7 +93,7 @@ class AgentClient:
         found = business_code(payload)
         if found:
             raise from_business_code(*found)
-        if not isinstance(payload, dict) or "config_info_list" not in payload:
+        if catalogue_items(payload) is None:
             raise UpstreamUnavailable("Trae's catalogue answer had no config_info_list")
         return parse_catalogue(payload, pool)
 
