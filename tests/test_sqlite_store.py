@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import sqlite3
 import stat
@@ -203,3 +204,25 @@ async def test_two_stores_cannot_both_win(db_path: Path) -> None:
         assert final.credentials.refresh_token == f"rt-{winner}{version}"
     await a.close()
     await b.close()
+
+
+async def test_opening_a_fresh_file_while_another_connection_writes(tmp_path: Path) -> None:
+    """Switching a fresh file to WAL waits for another writer instead of failing at once."""
+    path = tmp_path / "data" / "trae2api.sqlite3"
+    path.parent.mkdir(mode=0o700)
+    path.touch(mode=0o600)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # a write lock, as a second process's store would hold
+    other.execute("CREATE TABLE elsewhere (a)")
+    store = SqliteStore(path)
+    try:
+        loading = asyncio.create_task(store.load())
+        await asyncio.sleep(0.2)
+        assert not loading.done()  # SQLite's answer was "database is locked": it retries
+        other.execute("COMMIT")
+        assert await asyncio.wait_for(loading, timeout=10) is None
+        with contextlib.closing(sqlite3.connect(path)) as check:
+            assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        other.close()
+        await store.close()

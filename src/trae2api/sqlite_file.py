@@ -10,6 +10,7 @@ import asyncio
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -60,7 +61,7 @@ class SqliteFile:
             check_same_thread=False,
         )
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(conn, self._busy_timeout)
             self._setup(conn)
         except BaseException:
             conn.close()
@@ -73,6 +74,24 @@ class SqliteFile:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+def _enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """``journal_mode=WAL``, retried: SQLite may refuse it at once, without its busy handler.
+
+    On a fresh file the switch needs an exclusive lock; when another connection (another
+    process's store opening the same file) holds a write lock meanwhile, SQLite answers "database
+    is locked" immediately to avoid a deadlock, so the busy timeout does not help.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.01)
 
 
 def prepare_private_file(path: Path) -> None:
