@@ -47,8 +47,9 @@ examples:
   trae2api serve          serve your account, configured in .env or the environment
   trae2api serve --help   the options of serve
 
-The account (APP_ID, CLIENT_ID, REFRESH_TOKEN, USER_ID) and every other setting are read from
-the environment and from .env in the current directory; .env.example explains each variable.
+The account (CLIENT_ID, REFRESH_TOKEN, USER_ID; APP_ID on the legacy dialect) and every other
+setting are read from the environment and from .env in the current directory; .env.example
+explains each variable.
 The server keeps running until Ctrl-C: use a second terminal for your clients.
 """
 
