@@ -20,40 +20,40 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from trae2api import __version__
-from trae2api.api import chat as chat_routes
-from trae2api.api import errors as error_handlers
-from trae2api.api import health as health_routes
-from trae2api.api import metrics as metrics_routes
-from trae2api.api import models as model_routes
-from trae2api.api.keys import client_key_pairs, warn_short_keys
-from trae2api.api.middleware import BodyLimit, RequestContext
-from trae2api.api.ratelimit import build_rate_limiter
-from trae2api.api.security import ClientKeys
-from trae2api.attachments import Attachments
 from trae2api.auth.manager import CredentialManager
 from trae2api.auth.rotation import DetachedRotator, RotationSetup
 from trae2api.auth.sqlite_store import SqliteStore
 from trae2api.auth.store import CredentialStore
-from trae2api.chat import ChatService, ChatTuning
+from trae2api.chat.attachments import Attachments
+from trae2api.chat.catalogue import AliasTable, ModelCatalog
+from trae2api.chat.dialect import AgentDialect, LegacyDialect
+from trae2api.chat.selector import DialectSelector
+from trae2api.chat.service import ChatService, ChatTuning
 from trae2api.config import AGENT_APP_ID, Settings
-from trae2api.dialect import AgentDialect, LegacyDialect
 from trae2api.errors import ApiError, ConfigError
-from trae2api.imagefetch import ImageFetcher
+from trae2api.faces import error_handlers as error_handlers
+from trae2api.faces import openai_chat as chat_routes
+from trae2api.faces import openai_models as model_routes
+from trae2api.faces import probes as health_routes
+from trae2api.faces import prometheus as metrics_routes
+from trae2api.faces.keys import client_key_pairs, warn_short_keys
+from trae2api.faces.middleware import BodyLimit, RequestContext
+from trae2api.faces.ratelimit import build_rate_limiter
+from trae2api.faces.security import ClientKeys
 from trae2api.log import secrets_registry
-from trae2api.models import AliasTable, ModelCatalog
-from trae2api.selector import DialectSelector
-from trae2api.shutdown import Drain
-from trae2api.sigv4 import region_from_host
+from trae2api.process.shutdown import Drain
 from trae2api.status.credits import Credits, poll_balance
 from trae2api.status.health import UpstreamHealth
 from trae2api.status.metrics import MeteredRotator, Metrics
 from trae2api.upstream.agent_client import AgentClient
 from trae2api.upstream.balance import BalanceClient, balance_hosts
 from trae2api.upstream.client import TraeClient, UpstreamIdentity
+from trae2api.upstream.imagefetch import ImageFetcher
 from trae2api.upstream.imagex import ImageUploader
 from trae2api.upstream.streams import StreamPool, StreamTimeouts
 from trae2api.upstream.transport import upstream_http_client
 from trae2api.upstream.upload_cache import RedisUploadCache, SqliteUploadCache, UploadCache
+from trae2api.wire.sigv4 import region_from_host
 
 log = structlog.get_logger(__name__)
 STORE_FILE = "trae2api.sqlite3"
@@ -270,7 +270,7 @@ def open_store(settings: Settings) -> CredentialStore:
 
 
 def rotation_setup(settings: Settings) -> RotationSetup:
-    """What the rotation process (``python -m trae2api.rotator``) needs to reach store and Trae."""
+    """What the rotation process (``python -m trae2api.process.rotator``) needs: store and Trae."""
     return RotationSetup(
         store="sqlite" if settings.redis_url is None else "redis",
         exchange_url=settings.refresh_token_url,  # a comma list: upstream/exchange.py

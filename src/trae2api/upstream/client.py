@@ -21,9 +21,9 @@ from trae2api.errors import (
     from_business_code,
     upstream_unavailable,
 )
-from trae2api.sse import SSEEvent, SSEParser, SSEProtocolError
 from trae2api.upstream.streams import StreamPool, StreamResponse
 from trae2api.upstream.transport import mapped_transport_errors
+from trae2api.wire.sse import SSEEvent, SSEParser, SSEProtocolError
 
 _RATE_LIMIT_DEFAULT_RETRY_AFTER = 5
 

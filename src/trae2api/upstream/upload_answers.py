@@ -13,9 +13,9 @@ import httpx
 import orjson
 
 from trae2api.errors import ApiError, UpstreamError, UpstreamUnavailable, from_business_code
-from trae2api.images import ImageData
 from trae2api.log import secrets_registry
 from trae2api.upstream.client import business_code, http_error
+from trae2api.wire.images import ImageData
 
 STEP_CREDENTIALS = "step 1 (upload credentials)"
 STEP_APPLY = "step 2 (ImageX ApplyImageUpload)"

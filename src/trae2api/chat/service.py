@@ -16,10 +16,11 @@ from typing import Any
 
 import structlog
 
-from trae2api.answer import Answer, StreamWriter
-from trae2api.attachments import Attachments
 from trae2api.auth.account import Account
-from trae2api.dialect import Dialect
+from trae2api.chat.answer import Answer, StreamWriter
+from trae2api.chat.attachments import Attachments
+from trae2api.chat.dialect import Dialect
+from trae2api.chat.render import ChunkRenderer, completion_body, error_event
 from trae2api.errors import (
     ApiError,
     GatewayError,
@@ -30,14 +31,13 @@ from trae2api.errors import (
     from_business_code,
     trae_fields,
 )
-from trae2api.events import CreditsReport, Delta, Failure, Finished, Item, interpret
-from trae2api.render import ChunkRenderer, completion_body, error_event
-from trae2api.shutdown import SHUTDOWN_MESSAGE, Drain, ShuttingDown
-from trae2api.sse import DONE
+from trae2api.process.shutdown import SHUTDOWN_MESSAGE, Drain, ShuttingDown
 from trae2api.status.credits import Credits
 from trae2api.status.health import UpstreamHealth
 from trae2api.status.metrics import Metrics
-from trae2api.translate import ChatRequest
+from trae2api.wire.events import CreditsReport, Delta, Failure, Finished, Item, interpret
+from trae2api.wire.sse import DONE
+from trae2api.wire.translate import ChatRequest
 
 log = structlog.get_logger(__name__)
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from trae2api.bridge import CallPiece, Piece, ToolCallParser
-from trae2api.cumulative import DeltaReconciler
+from trae2api.chat.render import ChunkRenderer, OutputShaper
 from trae2api.errors import QueueTimeout
-from trae2api.events import (
+from trae2api.wire.bridge import CallPiece, Piece, ToolCallParser
+from trae2api.wire.cumulative import DeltaReconciler
+from trae2api.wire.events import (
     Delta,
     Finished,
     Item,
@@ -22,10 +23,9 @@ from trae2api.events import (
     UsageReport,
     usage_payload,
 )
-from trae2api.render import ChunkRenderer, OutputShaper
-from trae2api.sse import DONE, encode_comment
-from trae2api.toolcalls import ToolCallAssembler
-from trae2api.translate import ChatRequest
+from trae2api.wire.sse import DONE, encode_comment
+from trae2api.wire.toolcalls import ToolCallAssembler
+from trae2api.wire.translate import ChatRequest
 
 
 class Answer:

@@ -5,7 +5,7 @@ Owns ``ImageData`` (the validated bytes plus format, size and digest), ``inspect
 by magic bytes and header structure only, never by a declared MIME type or file name.
 
 This module is pure: no I/O, clock or environment. Fetching remote images is
-``trae2api.imagefetch``'s job.
+``trae2api.upstream.imagefetch``'s job.
 """
 
 from __future__ import annotations

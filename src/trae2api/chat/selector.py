@@ -23,16 +23,16 @@ from typing import Any, Literal, Protocol
 import orjson
 import structlog
 
-from trae2api.agent import Probe
-from trae2api.attachments import TurnImages
 from trae2api.auth.account import Account
 from trae2api.auth.credentials import DeviceIdentity
-from trae2api.dialect import Dialect, EventStream
+from trae2api.chat.attachments import TurnImages
+from trae2api.chat.catalogue import AliasTable, empty_table_message
+from trae2api.chat.dialect import Dialect, EventStream
 from trae2api.errors import UpstreamRejected, UpstreamUnavailable
-from trae2api.models import AliasTable, empty_table_message
-from trae2api.sse import SSEEvent
-from trae2api.translate import ChatRequest
 from trae2api.upstream.client import RouteAbsent
+from trae2api.wire.agent_body import Probe
+from trae2api.wire.sse import SSEEvent
+from trae2api.wire.translate import ChatRequest
 
 log = structlog.get_logger(__name__)
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from trae2api.events import ToolFragment
-from trae2api.translate import THINK_CLOSE, THINK_OPEN, ReasoningMode
+from trae2api.wire.events import ToolFragment
+from trae2api.wire.translate import THINK_CLOSE, THINK_OPEN, ReasoningMode
 
 
 class StopMatcher:

@@ -12,9 +12,9 @@ from typing import Any
 
 import structlog
 
-from trae2api.api.security import ClientKeys
 from trae2api.config import Settings
 from trae2api.errors import ConfigError
+from trae2api.faces.security import ClientKeys
 from trae2api.log import secrets_registry
 
 log = structlog.get_logger(__name__)

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from trae2api import __version__
-from trae2api.api.responses import ORJSONResponse
-from trae2api.api.security import authenticate
 from trae2api.errors import ApiError
+from trae2api.faces.http_responses import ORJSONResponse
+from trae2api.faces.security import authenticate
 
 router = APIRouter()
 

@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
-from trae2api.api.security import authenticate
 from trae2api.errors import NotFound
+from trae2api.faces.security import authenticate
 
 router = APIRouter(dependencies=[Depends(authenticate)])
 

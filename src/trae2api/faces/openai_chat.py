@@ -12,14 +12,14 @@ import structlog
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from trae2api.api.middleware import MODEL_SCOPE_KEY
-from trae2api.api.responses import ORJSONResponse, sse_response
-from trae2api.api.schemas import ChatCompletionRequest
-from trae2api.api.security import authenticate
-from trae2api.api.strict_json import StrictJSONRoute
-from trae2api.chat import ClientDisconnected
+from trae2api.chat.service import ClientDisconnected
 from trae2api.errors import InvalidRequest
-from trae2api.translate import ChatRequest, ReasoningMode, turns_from_messages
+from trae2api.faces.http_responses import ORJSONResponse, sse_response
+from trae2api.faces.middleware import MODEL_SCOPE_KEY
+from trae2api.faces.schemas import ChatCompletionRequest
+from trae2api.faces.security import authenticate
+from trae2api.faces.strict_json import StrictJSONRoute
+from trae2api.wire.translate import ChatRequest, ReasoningMode, turns_from_messages
 
 log = structlog.get_logger(__name__)
 router = APIRouter(route_class=StrictJSONRoute)

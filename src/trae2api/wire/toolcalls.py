@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from trae2api.events import ToolFragment
+from trae2api.wire.events import ToolFragment
 
 
 @dataclass
