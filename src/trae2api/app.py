@@ -10,9 +10,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import structlog
@@ -39,6 +37,7 @@ from trae2api.faces import prometheus as metrics_routes
 from trae2api.faces.keys import client_key_pairs, warn_short_keys
 from trae2api.faces.middleware import BodyLimit, RequestContext
 from trae2api.faces.ratelimit import build_rate_limiter
+from trae2api.faces.runtime import Deps, Runtime
 from trae2api.faces.security import ClientKeys
 from trae2api.log import secrets_registry
 from trae2api.process.shutdown import Drain
@@ -57,29 +56,6 @@ from trae2api.wire.sigv4 import region_from_host
 
 log = structlog.get_logger(__name__)
 STORE_FILE = "trae2api.sqlite3"
-
-
-@dataclass
-class Deps:
-    """Everything a request handler may use; built once per process."""
-
-    http: httpx.AsyncClient
-    streams: StreamPool
-    store: CredentialStore
-    account: CredentialManager
-    dialect: DialectSelector
-    catalog: ModelCatalog
-    chat: ChatService
-    health: UpstreamHealth
-    attachments: Attachments
-    background: list[asyncio.Task[Any]] = field(default_factory=list)
-    # GATE-B (issue 10): the credits last reported, and the account host's balance query.
-    credits: Credits | None = None
-    balance: BalanceClient | None = None
-
-    async def probe(self) -> None:
-        """Ask Trae for the model list now (readiness), bypassing the catalogue's cache."""
-        await self.catalog.refresh()
 
 
 def build_deps(
@@ -312,9 +288,10 @@ def _lifespan(
 ) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ready = deps or build_deps(settings, metrics=app.state.metrics, drain=app.state.drain)
-        app.state.deps = ready
-        app.state.drain.bind(asyncio.get_running_loop())
+        runtime: Runtime = app.state.runtime
+        ready = deps or build_deps(settings, metrics=runtime.metrics, drain=runtime.drain)
+        runtime.deps = ready
+        runtime.drain.bind(asyncio.get_running_loop())
         await ready.account.start()
         ready.background.append(asyncio.create_task(ready.account.run_background_refresh()))
         ready.background.append(asyncio.create_task(_warm_up(ready)))
@@ -339,8 +316,8 @@ def _lifespan(
             await ready.attachments.aclose()
             await ready.dialect.aclose()
             await ready.store.close()
-            if app.state.rate_limiter is not None:
-                await app.state.rate_limiter.aclose()
+            if runtime.rate_limiter is not None:
+                await runtime.rate_limiter.aclose()
 
     return lifespan
 
@@ -364,11 +341,14 @@ def create_app(settings: Settings, deps: Deps | None = None) -> FastAPI:
         summary="OpenAI-compatible API for your own Trae IDE account",
         lifespan=_lifespan(settings, deps),
     )
-    app.state.settings = settings
-    app.state.client_keys = ClientKeys.named(keys)
-    app.state.metrics = Metrics()
-    app.state.drain = Drain(settings.shutdown_grace)
-    app.state.rate_limiter = build_rate_limiter(settings)
+    runtime = Runtime(
+        settings=settings,
+        client_keys=ClientKeys.named(keys),
+        metrics=Metrics(),
+        drain=Drain(settings.shutdown_grace),
+        rate_limiter=build_rate_limiter(settings),
+    )
+    app.state.runtime = runtime  # read only through faces/runtime.py's dependencies
     error_handlers.install(app)
     for router in (chat_routes.router, model_routes.router, health_routes.router):
         app.include_router(router)
@@ -387,6 +367,6 @@ def create_app(settings: Settings, deps: Deps | None = None) -> FastAPI:
             expose_headers=["x-request-id", "retry-after"],
         )
     app.add_middleware(
-        RequestContext, metrics=app.state.metrics if settings.metrics_enabled else None
+        RequestContext, metrics=runtime.metrics if settings.metrics_enabled else None
     )
     return app

@@ -312,7 +312,7 @@ def _signals(app: Any, settings: Settings) -> None:
     # status -15: a clean drain exits 0.
     signal.signal(signal.SIGTERM, lambda _sig, _frame: None)
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGHUP, reload_keys, app.state, settings)
+    loop.add_signal_handler(signal.SIGHUP, reload_keys, app.state.runtime, settings)
 
 
 async def _run_servers(
@@ -338,7 +338,7 @@ async def _run_servers(
         # Streams are ended in-band at SHUTDOWN_GRACE; uvicorn cancels what is left later.
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace) + 5,
     )
-    server = _DrainingServer(config, app.state.drain)
+    server = _DrainingServer(config, app.state.runtime.drain)
     _signals(app, settings)
     loop = asyncio.get_running_loop()
     tasks = [loop.create_task(simulator, name=_SIMULATOR_TASK)] if simulator else []

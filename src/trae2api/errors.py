@@ -196,6 +196,52 @@ class QueueTimeout(UpstreamError):
     default_retry_after = 30
 
 
+class RateLimited(ApiError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class ShuttingDown(ApiError):
+    status = 503
+    type = "server_error"
+    code = "server_shutting_down"
+    default_retry_after = 1
+
+
+class ClientDisconnected(GatewayError):
+    """The client went away before its non-streamed answer was ready."""
+
+
+class RouteAbsent(UpstreamError):
+    """The host answered 404/405/410: it does not serve this route (dialect §1: mixing realms or
+    dialects gives 404 pages). The dialect selector takes it as a hint to look again."""
+
+
+class CredentialsExpired(GatewayError):
+    """ImageX refused the upload credentials as expired; ``error`` is raised if renewing fails."""
+
+    def __init__(self, error: UpstreamError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class ResponseError(GatewayError):
+    """The upstream's bytes are not an HTTP/1.1 response we can read."""
+
+
+class StaleConnection(GatewayError):
+    """A reused connection died before answering a byte: the peer had already closed it."""
+
+
+class SSEProtocolError(GatewayError, ValueError):
+    """The stream broke a hard limit (a line longer than ``max_line_bytes``)."""
+
+
+class NotAnImage(GatewayError):
+    """Raised by the image format readers; ``inspect_image`` makes it one ``InvalidRequest``."""
+
+
 @dataclass(frozen=True)
 class _Mapping:
     """How one Trae business code reaches a client (protocol §7, dialect §6)."""

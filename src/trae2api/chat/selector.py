@@ -28,8 +28,7 @@ from trae2api.auth.credentials import DeviceIdentity
 from trae2api.chat.attachments import TurnImages
 from trae2api.chat.catalogue import AliasTable, empty_table_message
 from trae2api.chat.dialect import Dialect, EventStream
-from trae2api.errors import UpstreamRejected, UpstreamUnavailable
-from trae2api.upstream.client import RouteAbsent
+from trae2api.errors import RouteAbsent, UpstreamRejected, UpstreamUnavailable
 from trae2api.wire.agent_body import Probe
 from trae2api.wire.sse import SSEEvent
 from trae2api.wire.translate import ChatRequest

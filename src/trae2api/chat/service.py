@@ -23,15 +23,16 @@ from trae2api.chat.dialect import Dialect
 from trae2api.chat.render import ChunkRenderer, completion_body, error_event
 from trae2api.errors import (
     ApiError,
-    GatewayError,
+    ClientDisconnected,
     ReauthRequired,
+    ShuttingDown,
     UpstreamError,
     UpstreamRejected,
     UpstreamUnavailable,
     from_business_code,
     trae_fields,
 )
-from trae2api.process.shutdown import SHUTDOWN_MESSAGE, Drain, ShuttingDown
+from trae2api.process.shutdown import SHUTDOWN_MESSAGE, Drain
 from trae2api.status.credits import Credits
 from trae2api.status.health import UpstreamHealth
 from trae2api.status.metrics import Metrics
@@ -42,10 +43,6 @@ from trae2api.wire.translate import ChatRequest
 log = structlog.get_logger(__name__)
 
 _NONSTREAM_TICK = 1.0
-
-
-class ClientDisconnected(GatewayError):
-    """The client went away before its non-streamed answer was ready."""
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,11 @@ import structlog
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from trae2api.chat.service import ClientDisconnected
-from trae2api.errors import InvalidRequest
+from trae2api.errors import ClientDisconnected, InvalidRequest
 from trae2api.faces.http_responses import ORJSONResponse, sse_response
 from trae2api.faces.middleware import MODEL_SCOPE_KEY
+from trae2api.faces.runtime import RuntimeDep, ServicesDep, authenticate
 from trae2api.faces.schemas import ChatCompletionRequest
-from trae2api.faces.security import authenticate
 from trae2api.faces.strict_json import StrictJSONRoute
 from trae2api.wire.translate import ChatRequest, ReasoningMode, turns_from_messages
 
@@ -110,21 +109,22 @@ async def chat_completions(
     body: ChatCompletionRequest,
     request: Request,
     client_name: Annotated[str, Depends(authenticate)],
+    runtime: RuntimeDep,
+    deps: ServicesDep,
 ) -> Response:
-    state = request.app.state
     request.scope[MODEL_SCOPE_KEY] = body.model
-    chat_request = to_chat_request(body, client_name, state.settings.reasoning_mode)
-    metrics = state.metrics
+    chat_request = to_chat_request(body, client_name, runtime.settings.reasoning_mode)
+    metrics = runtime.metrics
     if chat_request.stream:
         started = time.perf_counter()
-        stream = await state.deps.chat.open_stream(chat_request)
+        stream = await deps.chat.open_stream(chat_request)
         metrics.first_chunk.labels(metrics.model_label(body.model, 200)).observe(
             time.perf_counter() - started
         )
         chunks = metrics.track_stream(stream.chunks, stream.answer)
         return sse_response(chunks, _served_header(stream.answer.served_model))
     try:
-        completion, answer = await state.deps.chat.complete(
+        completion, answer = await deps.chat.complete(
             chat_request, is_disconnected=request.is_disconnected
         )
     except ClientDisconnected:

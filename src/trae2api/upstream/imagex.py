@@ -22,6 +22,7 @@ import orjson
 import structlog
 
 from trae2api.auth.credentials import DeviceIdentity
+from trae2api.errors import CredentialsExpired
 from trae2api.log import secrets_registry
 from trae2api.upstream.transport import mapped_transport_errors
 from trae2api.upstream.upload_answers import (
@@ -29,7 +30,6 @@ from trae2api.upstream.upload_answers import (
     STEP_COMMIT,
     STEP_CREDENTIALS,
     STEP_UPLOAD,
-    CredentialsExpired,
     UploadAddress,
     UploadCredentials,
     UploadedImage,

@@ -12,7 +12,13 @@ from typing import Any
 import httpx
 import orjson
 
-from trae2api.errors import ApiError, UpstreamError, UpstreamUnavailable, from_business_code
+from trae2api.errors import (
+    ApiError,
+    CredentialsExpired,
+    UpstreamError,
+    UpstreamUnavailable,
+    from_business_code,
+)
 from trae2api.log import secrets_registry
 from trae2api.upstream.client import business_code, http_error
 from trae2api.wire.images import ImageData
@@ -61,14 +67,6 @@ class UploadAddress:
     store_uri: str
     auth: str = field(repr=False)
     session_key: str = field(repr=False)
-
-
-class CredentialsExpired(Exception):
-    """ImageX refused the upload credentials as expired; ``error`` is raised if renewing fails."""
-
-    def __init__(self, error: UpstreamError) -> None:
-        super().__init__(error.message)
-        self.error = error
 
 
 # -- step 1: Trae's upload credentials ------------------------------------------------------------
