@@ -7,8 +7,9 @@ from typing import Any
 import orjson
 import pytest
 
-from trae2api.chat.render import ChunkRenderer, OutputShaper, StopMatcher
+from trae2api.chat.shaping import OutputShaper, StopMatcher
 from trae2api.errors import InvalidRequest
+from trae2api.faces.openai_render import ChunkRenderer
 from trae2api.wire.events import (
     Delta,
     Failure,

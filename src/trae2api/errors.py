@@ -13,7 +13,7 @@ Everything a client can see as an error is an ``ApiError``; this module must not
             ├── UpstreamUnavailable   transport failure or 5xx; retryable before the first byte
             ├── UpstreamRejected      a business error code from Trae (protocol §7, dialect §7),
             │                         mapped by the one table below (``_BUSINESS_CODES``):
-            │     1001                refresh once, then ReauthRequired (chat.py)
+            │     1001                refresh once, then ReauthRequired (chat/service.py)
             │     3003                transient: retried before the first byte, then 502
             │     4006, 4022          400 context_length_exceeded
             │     4008                429 insufficient_quota: the credits ran out (no retry)

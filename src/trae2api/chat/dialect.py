@@ -1,7 +1,7 @@
 """The two upstream dialects behind one seam: the request builder and the catalogue source.
 
 Each dialect is a small adapter over the shared translation core (translate, events, render);
-it must not read streams or decide retries — chat.py does that for both.
+it must not read streams or decide retries — chat/service.py does that for both.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ legacy on BASE_URL only where the agent catalogue is absent. It looks again (at 
 DIALECT_RECHECK_INTERVAL seconds) when the upstream changes its mind: a route answering 404, or
 the legacy chat answering 3003/4023, several times in a row. It also turns the 4001 every chat
 gets from an empty model table into the fix (dialect §7). It must not build bodies or interpret
-answers beyond an error event's code: the dialects and chat.py do.
+answers beyond an error event's code: the dialects and chat/service.py do.
 """
 
 from __future__ import annotations

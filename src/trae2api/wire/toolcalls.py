@@ -42,6 +42,11 @@ class ToolCallAssembler:
         return bool(self._calls)
 
     @property
+    def live_index(self) -> int | None:
+        """The call that streams live (the first seen), if any."""
+        return self._live
+
+    @property
     def calls(self) -> list[AssembledCall]:
         return [self._calls[index] for index in sorted(self._calls)]
 
