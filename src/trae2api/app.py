@@ -89,7 +89,6 @@ def build_deps(
         ttl=settings.models_ttl,
         version_code=settings.ide_version_code,
     )
-    dialect.on_switch(catalog.invalidate)
     if settings.app_id == AGENT_APP_ID:
         dialect.on_switch(lambda: _warn_legacy_app_id(dialect))
     attachments = Attachments(

@@ -89,6 +89,7 @@ class DialectSelector:
         self._lock = asyncio.Lock()
         self._recheck: asyncio.Task[None] | None = None
         self._on_switch: list[Callable[[], None]] = []
+        self.generation = 0  # one more each time the dialect in use changes
         # Dialect §7: the last catalogue was empty, so a chat's 4001 means a stale version code.
         self.table_empty = False
         if mode != "auto":
@@ -166,6 +167,7 @@ class DialectSelector:
             why=why,
         )
         self.table_empty = False
+        self.generation += 1
         for callback in self._on_switch:
             callback()
 
