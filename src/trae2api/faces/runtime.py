@@ -68,14 +68,23 @@ class Runtime:
     deps: Deps | None = None
 
 
-def current_runtime(request: Request) -> Runtime:
-    """FastAPI dependency: the application's ``Runtime``."""
+# The dependencies are ``async def`` although they do no I/O: FastAPI runs a plain ``def``
+# dependency in its thread pool, a thread hop per request (measured: +0.3 ms of CPU each).
+
+
+def runtime_of(request: Request) -> Runtime:
+    """The application's ``Runtime`` (for code that is not a dependency)."""
     return cast(Runtime, request.app.state.runtime)
 
 
-def services(request: Request) -> Deps:
+async def current_runtime(request: Request) -> Runtime:
+    """FastAPI dependency: the application's ``Runtime``."""
+    return runtime_of(request)
+
+
+async def services(request: Request) -> Deps:
     """FastAPI dependency: the started services (the lifespan builds them before serving)."""
-    deps = current_runtime(request).deps
+    deps = runtime_of(request).deps
     if deps is None:  # only while starting or after stopping
         raise ShuttingDown("the gateway is not serving yet")
     return deps
@@ -83,7 +92,7 @@ def services(request: Request) -> Deps:
 
 async def authenticate(request: Request) -> str:
     """FastAPI dependency: the client's key name, or 401 in OpenAI's envelope; then its limit."""
-    runtime = current_runtime(request)
+    runtime = runtime_of(request)
     name = identify(runtime.client_keys, request)
     request.scope[CLIENT_SCOPE_KEY] = name
     structlog.contextvars.bind_contextvars(client=name)
