@@ -7,7 +7,7 @@ refresh token:
 
 - ``ok``: the stored token is the newest one (every exchange the gateway made is stored). A kill
   that landed while a rotation was in flight counts as ``rescued`` when the detached rotation
-  process (``trae2api.rotator``) finished the write after the gateway died;
+  process (``trae2api.process.rotator``) finished the write after the gateway died;
 - ``window``: exactly one exchange is not stored: Trae burnt the presented token and its answer
   was never written. With the rotation process surviving the gateway this must not happen (it
   would take the death of the whole host or container); the loop logs the operator in again (a

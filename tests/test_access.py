@@ -19,8 +19,8 @@ from conftest import (
     sdk,
     wait_for,
 )
-from trae2api.api.keys import read_keys_file
 from trae2api.errors import ConfigError
+from trae2api.faces.keys import read_keys_file
 from trae2api.testing import SimulatedTrae
 
 KEY_A = "alpha-key-0123456789abcdef"
@@ -54,8 +54,8 @@ def test_a_malformed_keys_file_names_the_variable_and_line(
 
 def test_duplicate_and_missing_files_are_config_errors(tmp_path: Path) -> None:
     """A missing or empty file, and a name used twice, are refused at start-up."""
-    from trae2api.api.keys import client_key_pairs
     from trae2api.config import load_settings
+    from trae2api.faces.keys import client_key_pairs
 
     path = tmp_path / "keys"
     for content, reason in [(None, "cannot read"), ("# only\n", "holds no keys")]:

@@ -9,7 +9,10 @@ from typing import Any
 import orjson
 import pytest
 
-from trae2api.agent import (
+from trae2api.config import load_settings
+from trae2api.errors import ConfigError
+from trae2api.upstream.exchange import may_fall_back
+from trae2api.wire.agent_body import (
     build_agent_body,
     catalogue_items,
     classify_probe,
@@ -19,10 +22,7 @@ from trae2api.agent import (
     parse_catalogue,
     union_of_pools,
 )
-from trae2api.config import load_settings
-from trae2api.errors import ConfigError
-from trae2api.translate import ChatRequest, Turn
-from trae2api.upstream.exchange import may_fall_back
+from trae2api.wire.translate import ChatRequest, Turn
 
 
 def item(name: str, **extra: Any) -> dict[str, Any]:

@@ -6,11 +6,11 @@ import itertools
 
 import pytest
 
-from trae2api.answer import Answer
+from trae2api.chat.answer import Answer
 from trae2api.errors import QueueTimeout
-from trae2api.events import Delta, Finished, Queued, ServedModel, ToolFragment
-from trae2api.toolcalls import ToolCallAssembler
-from trae2api.translate import ChatRequest, Turn
+from trae2api.wire.events import Delta, Finished, Queued, ServedModel, ToolFragment
+from trae2api.wire.toolcalls import ToolCallAssembler
+from trae2api.wire.translate import ChatRequest, Turn
 
 REQUEST = ChatRequest(model="m", turns=[Turn("user", "hi")])
 

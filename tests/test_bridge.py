@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from trae2api.bridge import (
+from trae2api.wire.bridge import (
     CallPiece,
     Piece,
     TextPiece,

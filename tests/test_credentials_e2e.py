@@ -228,7 +228,7 @@ def test_background_refresh_exchanges_without_any_client_request(
     """With a 6 s access token and a 1 s margin the gateway refreshes on its own before expiry."""
     sim.control.configure(access_ttl=6)
     gateway = resumed_gateway(sim, start_gateway, refresh_margin=1)
-    assert gateway.app.state.deps.account.status()["refresh_count"] == 0
+    assert gateway.app.state.runtime.deps.account.status()["refresh_count"] == 0
     assert wait_for(lambda: stats(sim)["exchanges_ok"] == 2, timeout=12)
     after = stats(sim)
     assert after["chats"] == 0

@@ -11,12 +11,12 @@ from structlog.testing import capture_logs
 
 from conftest import Gateway, wait_for
 from trae2api.errors import UpstreamUnavailable
-from trae2api.events import CreditsReport, interpret
-from trae2api.sse import SSEEvent
 from trae2api.status.credits import Credits, poll_balance
 from trae2api.status.metrics import Metrics
 from trae2api.testing import SimulatedTrae
 from trae2api.upstream.balance import balance_hosts, parse_balance
+from trae2api.wire.events import CreditsReport, interpret
+from trae2api.wire.sse import SSEEvent
 
 pytestmark = pytest.mark.timeout(60)
 

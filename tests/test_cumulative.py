@@ -6,10 +6,10 @@ import itertools
 
 import pytest
 
-from trae2api.answer import Answer
-from trae2api.cumulative import EVIDENCE_CHARS, DeltaReconciler, Snapshots, reconcile
-from trae2api.events import Delta, ToolFragment
-from trae2api.translate import THINK_CLOSE, THINK_OPEN, ChatRequest, Turn
+from trae2api.chat.answer import Answer
+from trae2api.wire.cumulative import EVIDENCE_CHARS, DeltaReconciler, Snapshots, reconcile
+from trae2api.wire.events import Delta, ToolFragment
+from trae2api.wire.translate import THINK_CLOSE, THINK_OPEN, ChatRequest, Turn
 
 LONG = "Hello there"  # longer than EVIDENCE_CHARS
 

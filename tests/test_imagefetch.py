@@ -24,7 +24,7 @@ import pytest
 
 from pngkit import png
 from trae2api.errors import ApiError, InvalidRequest, PayloadTooLarge
-from trae2api.imagefetch import (
+from trae2api.upstream.imagefetch import (
     ImageFetcher,
     IPAddress,
     load_image,

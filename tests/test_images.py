@@ -10,7 +10,7 @@ import pytest
 
 from pngkit import png
 from trae2api.errors import InvalidRequest, PayloadTooLarge
-from trae2api.images import ImageData, decode_data_url, inspect_image
+from trae2api.wire.images import ImageData, decode_data_url, inspect_image
 
 LIMIT = 1 << 20
 

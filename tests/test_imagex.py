@@ -20,13 +20,13 @@ from pngkit import png as png_bytes
 from trae2api.auth.credentials import DeviceIdentity
 from trae2api.auth.sqlite_store import SqliteStore
 from trae2api.errors import UpstreamError, UpstreamRejected, UpstreamUnavailable
-from trae2api.images import ImageData, inspect_image
 from trae2api.testing import SimulatedTrae
 from trae2api.upstream.client import TraeClient, UpstreamIdentity
 from trae2api.upstream.imagex import ImageUploader
 from trae2api.upstream.streams import StreamPool, StreamTimeouts
 from trae2api.upstream.upload_answers import STEP_COMMIT, UploadedImage
 from trae2api.upstream.upload_cache import MemoryUploadCache, SqliteUploadCache, UploadCache
+from trae2api.wire.images import ImageData, inspect_image
 
 DEVICE = DeviceIdentity.generate()
 MAX_BYTES = 1 << 20

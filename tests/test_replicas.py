@@ -138,7 +138,7 @@ def test_host_death_mid_exchange_costs_the_account_and_nothing_more(
     rotation = [
         child
         for child in psutil.Process(holder.process.pid).children()
-        if "trae2api.rotator" in " ".join(child.cmdline())
+        if "trae2api.process.rotator" in " ".join(child.cmdline())
     ]
     assert len(rotation) == 1
     rotation[0].kill()

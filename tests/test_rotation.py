@@ -139,7 +139,9 @@ def test_out_of_range_status_falls_back_to_the_default() -> None:
 
 def test_a_rotation_process_that_cannot_start_is_unavailable() -> None:
     """A missing interpreter is an UpstreamUnavailable (nothing was presented)."""
-    rotator = DetachedRotator(SETUP, command=["/nonexistent/python", "-m", "trae2api.rotator"])
+    rotator = DetachedRotator(
+        SETUP, command=["/nonexistent/python", "-m", "trae2api.process.rotator"]
+    )
     with pytest.raises(UpstreamUnavailable, match="could not start"):
         run_async(rotator.rotate(CURRENT, "owner"))
 
@@ -240,7 +242,7 @@ def test_termination_signals_do_not_cut_a_rotation(sim: SimulatedTrae, tmp_path:
     children = [
         child
         for child in psutil.Process().children()
-        if "trae2api.rotator" in " ".join(child.cmdline())
+        if "trae2api.process.rotator" in " ".join(child.cmdline())
     ]
     assert len(children) == 1
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

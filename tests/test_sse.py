@@ -1,4 +1,4 @@
-"""Tests for the SSE parser and encoders in ``trae2api.sse``."""
+"""Tests for the SSE parser and encoders in ``trae2api.wire.sse``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from trae2api.sse import (
+from trae2api.wire.sse import (
     DONE,
     SSEEvent,
     SSEParser,

@@ -77,7 +77,7 @@ def start_supervised(gateway: GatewayProcess, how: str) -> psutil.Process:
         gateway.start("--supervise")
         assert gateway.process is not None
         supervisor = psutil.Process(gateway.process.pid)
-    assert "trae2api.supervisor" in cmdline(supervisor)
+    assert "trae2api.process.supervisor" in cmdline(supervisor)
     return supervisor
 
 
@@ -134,7 +134,7 @@ def test_gateway_killed_under_the_supervisor_still_stores_the_rotation(
         threading.Thread(target=ask_quietly, args=(gateway.url,), daemon=True).start()
         assert wait_for(lambda: sim.control.stats()["exchanges_ok"] == 2, timeout=10)  # burnt
         child = gateway_child(supervisor.pid)
-        (rotator,) = [p for p in child.children() if "trae2api.rotator" in cmdline(p)]
+        (rotator,) = [p for p in child.children() if "trae2api.process.rotator" in cmdline(p)]
         child.kill()
         sim.control.configure(exchange_delay=0)
         newest = sim.control.stats()["current_refresh_token"]
@@ -188,7 +188,7 @@ def test_the_supervisor_outlives_orphans_and_reports_like_a_shell(
     done = tmp_path / "done"
     child = [sys.executable, "-c", PARENT_OF_AN_ORPHAN, str(done), str(status)]
     result = subprocess.run(
-        [sys.executable, "-m", "trae2api.supervisor", *child],
+        [sys.executable, "-m", "trae2api.process.supervisor", *child],
         capture_output=True,
         text=True,
         timeout=30,

@@ -7,8 +7,10 @@ from typing import Any
 import orjson
 import pytest
 
+from trae2api.chat.shaping import OutputShaper, StopMatcher
 from trae2api.errors import InvalidRequest
-from trae2api.events import (
+from trae2api.faces.openai_render import ChunkRenderer
+from trae2api.wire.events import (
     Delta,
     Failure,
     Finished,
@@ -21,9 +23,8 @@ from trae2api.events import (
     map_finish_reason,
     usage_payload,
 )
-from trae2api.render import ChunkRenderer, OutputShaper, StopMatcher
-from trae2api.sse import SSEEvent
-from trae2api.translate import (
+from trae2api.wire.sse import SSEEvent
+from trae2api.wire.translate import (
     ImagePart,
     LegacyContext,
     ToolCall,

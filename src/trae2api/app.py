@@ -10,9 +10,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import structlog
@@ -20,66 +18,44 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from trae2api import __version__
-from trae2api.api import chat as chat_routes
-from trae2api.api import errors as error_handlers
-from trae2api.api import health as health_routes
-from trae2api.api import metrics as metrics_routes
-from trae2api.api import models as model_routes
-from trae2api.api.keys import client_key_pairs, warn_short_keys
-from trae2api.api.middleware import BodyLimit, RequestContext
-from trae2api.api.ratelimit import build_rate_limiter
-from trae2api.api.security import ClientKeys
-from trae2api.attachments import Attachments
 from trae2api.auth.manager import CredentialManager
 from trae2api.auth.rotation import DetachedRotator, RotationSetup
 from trae2api.auth.sqlite_store import SqliteStore
 from trae2api.auth.store import CredentialStore
-from trae2api.chat import ChatService, ChatTuning
+from trae2api.chat.attachments import Attachments
+from trae2api.chat.catalogue import AliasTable, ModelCatalog
+from trae2api.chat.dialect import AgentDialect, LegacyDialect
+from trae2api.chat.selector import DialectSelector
+from trae2api.chat.service import ChatService, ChatTuning
 from trae2api.config import AGENT_APP_ID, Settings
-from trae2api.dialect import AgentDialect, LegacyDialect
 from trae2api.errors import ApiError, ConfigError
-from trae2api.imagefetch import ImageFetcher
+from trae2api.faces import error_handlers as error_handlers
+from trae2api.faces import openai_chat as chat_routes
+from trae2api.faces import openai_models as model_routes
+from trae2api.faces import probes as health_routes
+from trae2api.faces import prometheus as metrics_routes
+from trae2api.faces.keys import client_key_pairs, warn_short_keys
+from trae2api.faces.middleware import BodyLimit, RequestContext
+from trae2api.faces.ratelimit import build_rate_limiter
+from trae2api.faces.runtime import Deps, Runtime
+from trae2api.faces.security import ClientKeys
 from trae2api.log import secrets_registry
-from trae2api.models import AliasTable, ModelCatalog
-from trae2api.selector import DialectSelector
-from trae2api.shutdown import Drain
-from trae2api.sigv4 import region_from_host
+from trae2api.process.shutdown import Drain
 from trae2api.status.credits import Credits, poll_balance
 from trae2api.status.health import UpstreamHealth
 from trae2api.status.metrics import MeteredRotator, Metrics
 from trae2api.upstream.agent_client import AgentClient
 from trae2api.upstream.balance import BalanceClient, balance_hosts
 from trae2api.upstream.client import TraeClient, UpstreamIdentity
+from trae2api.upstream.imagefetch import ImageFetcher
 from trae2api.upstream.imagex import ImageUploader
 from trae2api.upstream.streams import StreamPool, StreamTimeouts
 from trae2api.upstream.transport import upstream_http_client
 from trae2api.upstream.upload_cache import RedisUploadCache, SqliteUploadCache, UploadCache
+from trae2api.wire.sigv4 import region_from_host
 
 log = structlog.get_logger(__name__)
 STORE_FILE = "trae2api.sqlite3"
-
-
-@dataclass
-class Deps:
-    """Everything a request handler may use; built once per process."""
-
-    http: httpx.AsyncClient
-    streams: StreamPool
-    store: CredentialStore
-    account: CredentialManager
-    dialect: DialectSelector
-    catalog: ModelCatalog
-    chat: ChatService
-    health: UpstreamHealth
-    attachments: Attachments
-    background: list[asyncio.Task[Any]] = field(default_factory=list)
-    # GATE-B (issue 10): the credits last reported, and the account host's balance query.
-    credits: Credits | None = None
-    balance: BalanceClient | None = None
-
-    async def probe(self) -> None:
-        """Ask Trae for the model list now (readiness), bypassing the catalogue's cache."""
-        await self.catalog.refresh()
 
 
 def build_deps(
@@ -113,7 +89,6 @@ def build_deps(
         ttl=settings.models_ttl,
         version_code=settings.ide_version_code,
     )
-    dialect.on_switch(catalog.invalidate)
     if settings.app_id == AGENT_APP_ID:
         dialect.on_switch(lambda: _warn_legacy_app_id(dialect))
     attachments = Attachments(
@@ -270,7 +245,7 @@ def open_store(settings: Settings) -> CredentialStore:
 
 
 def rotation_setup(settings: Settings) -> RotationSetup:
-    """What the rotation process (``python -m trae2api.rotator``) needs to reach store and Trae."""
+    """What the rotation process (``python -m trae2api.process.rotator``) needs: store and Trae."""
     return RotationSetup(
         store="sqlite" if settings.redis_url is None else "redis",
         exchange_url=settings.refresh_token_url,  # a comma list: upstream/exchange.py
@@ -312,9 +287,10 @@ def _lifespan(
 ) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ready = deps or build_deps(settings, metrics=app.state.metrics, drain=app.state.drain)
-        app.state.deps = ready
-        app.state.drain.bind(asyncio.get_running_loop())
+        runtime: Runtime = app.state.runtime
+        ready = deps or build_deps(settings, metrics=runtime.metrics, drain=runtime.drain)
+        runtime.deps = ready
+        runtime.drain.bind(asyncio.get_running_loop())
         await ready.account.start()
         ready.background.append(asyncio.create_task(ready.account.run_background_refresh()))
         ready.background.append(asyncio.create_task(_warm_up(ready)))
@@ -339,8 +315,8 @@ def _lifespan(
             await ready.attachments.aclose()
             await ready.dialect.aclose()
             await ready.store.close()
-            if app.state.rate_limiter is not None:
-                await app.state.rate_limiter.aclose()
+            if runtime.rate_limiter is not None:
+                await runtime.rate_limiter.aclose()
 
     return lifespan
 
@@ -364,11 +340,14 @@ def create_app(settings: Settings, deps: Deps | None = None) -> FastAPI:
         summary="OpenAI-compatible API for your own Trae IDE account",
         lifespan=_lifespan(settings, deps),
     )
-    app.state.settings = settings
-    app.state.client_keys = ClientKeys.named(keys)
-    app.state.metrics = Metrics()
-    app.state.drain = Drain(settings.shutdown_grace)
-    app.state.rate_limiter = build_rate_limiter(settings)
+    runtime = Runtime(
+        settings=settings,
+        client_keys=ClientKeys.named(keys),
+        metrics=Metrics(),
+        drain=Drain(settings.shutdown_grace),
+        rate_limiter=build_rate_limiter(settings),
+    )
+    app.state.runtime = runtime  # read only through faces/runtime.py's dependencies
     error_handlers.install(app)
     for router in (chat_routes.router, model_routes.router, health_routes.router):
         app.include_router(router)
@@ -387,6 +366,6 @@ def create_app(settings: Settings, deps: Deps | None = None) -> FastAPI:
             expose_headers=["x-request-id", "retry-after"],
         )
     app.add_middleware(
-        RequestContext, metrics=app.state.metrics if settings.metrics_enabled else None
+        RequestContext, metrics=runtime.metrics if settings.metrics_enabled else None
     )
     return app

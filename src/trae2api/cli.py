@@ -28,13 +28,13 @@ import structlog
 import uvicorn
 
 from trae2api import __version__
-from trae2api.api.keys import reload_keys
 from trae2api.app import create_app
 from trae2api.config import Settings, load_settings, require_safe_bind
 from trae2api.errors import ConfigError
+from trae2api.faces.keys import reload_keys
 from trae2api.log import configure_logging
-from trae2api.shutdown import Drain
-from trae2api.supervisor import MARKER
+from trae2api.process.shutdown import Drain
+from trae2api.process.supervisor import MARKER
 
 EXIT_CONFIG = 2
 log = structlog.get_logger("trae2api")
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _exec_supervisor(argv: list[str]) -> NoReturn:
-    """Become ``python -m trae2api.supervisor`` running this same ``serve`` as its child."""
+    """Become ``python -m trae2api.process.supervisor`` running this same ``serve`` as its child."""
     serve_args = argv[argv.index("serve") + 1 :]
     # argparse takes any unambiguous prefix (`--sup`); the child would not supervise again
     # anyway (MARKER), but its command line stays what the operator meant.
@@ -118,7 +118,7 @@ def _exec_supervisor(argv: list[str]) -> NoReturn:
     gateway = [sys.executable, "-m", "trae2api", "serve", *serve_args]
     # exec, not a call: the pid stays (PID 1 stays PID 1) but the gateway's modules, already
     # imported here, are dropped; the supervisor is resident for the container's whole life.
-    supervisor = [sys.executable, "-m", "trae2api.supervisor", *gateway]
+    supervisor = [sys.executable, "-m", "trae2api.process.supervisor", *gateway]
     os.execv(sys.executable, supervisor)  # noqa: S606 (our own interpreter and module)
 
 
@@ -313,7 +313,7 @@ def _signals(app: Any, settings: Settings) -> None:
     # status -15: a clean drain exits 0.
     signal.signal(signal.SIGTERM, lambda _sig, _frame: None)
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGHUP, reload_keys, app.state, settings)
+    loop.add_signal_handler(signal.SIGHUP, reload_keys, app.state.runtime, settings)
 
 
 async def _run_servers(
@@ -327,7 +327,7 @@ async def _run_servers(
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="trae2api.api.http_protocol:EnvelopeHttpToolsProtocol",  # 400s as envelopes
+        http="trae2api.faces.http_protocol:EnvelopeHttpToolsProtocol",  # 400s as envelopes
         ws="none",
         log_config=None,
         log_level=settings.log_level.lower(),
@@ -339,7 +339,7 @@ async def _run_servers(
         # Streams are ended in-band at SHUTDOWN_GRACE; uvicorn cancels what is left later.
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace) + 5,
     )
-    server = _DrainingServer(config, app.state.drain)
+    server = _DrainingServer(config, app.state.runtime.drain)
     _signals(app, settings)
     loop = asyncio.get_running_loop()
     tasks = [loop.create_task(simulator, name=_SIMULATOR_TASK)] if simulator else []

@@ -13,7 +13,7 @@ Everything a client can see as an error is an ``ApiError``; this module must not
             ├── UpstreamUnavailable   transport failure or 5xx; retryable before the first byte
             ├── UpstreamRejected      a business error code from Trae (protocol §7, dialect §7),
             │                         mapped by the one table below (``_BUSINESS_CODES``):
-            │     1001                refresh once, then ReauthRequired (chat.py)
+            │     1001                refresh once, then ReauthRequired (chat/service.py)
             │     3003                transient: retried before the first byte, then 502
             │     4006, 4022          400 context_length_exceeded
             │     4008                429 insufficient_quota: the credits ran out (no retry)
@@ -194,6 +194,52 @@ class QueueTimeout(UpstreamError):
     status = 503
     code = "upstream_queue_timeout"
     default_retry_after = 30
+
+
+class RateLimited(ApiError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class ShuttingDown(ApiError):
+    status = 503
+    type = "server_error"
+    code = "server_shutting_down"
+    default_retry_after = 1
+
+
+class ClientDisconnected(GatewayError):
+    """The client went away before its non-streamed answer was ready."""
+
+
+class RouteAbsent(UpstreamError):
+    """The host answered 404/405/410: it does not serve this route (dialect §1: mixing realms or
+    dialects gives 404 pages). The dialect selector takes it as a hint to look again."""
+
+
+class CredentialsExpired(GatewayError):
+    """ImageX refused the upload credentials as expired; ``error`` is raised if renewing fails."""
+
+    def __init__(self, error: UpstreamError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class ResponseError(GatewayError):
+    """The upstream's bytes are not an HTTP/1.1 response we can read."""
+
+
+class StaleConnection(GatewayError):
+    """A reused connection died before answering a byte: the peer had already closed it."""
+
+
+class SSEProtocolError(GatewayError, ValueError):
+    """The stream broke a hard limit (a line longer than ``max_line_bytes``)."""
+
+
+class NotAnImage(GatewayError):
+    """Raised by the image format readers; ``inspect_image`` makes it one ``InvalidRequest``."""
 
 
 @dataclass(frozen=True)

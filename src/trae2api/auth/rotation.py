@@ -6,9 +6,9 @@ when to rotate or wait for the lock (``auth.manager``), nor speak HTTP (the exch
 Why a process of its own: Trae burns the presented refresh token when the request arrives. If
 the gateway dies (SIGKILL, OOM killer, crash) before the answer is stored, the only copy of the
 account's access is gone. ``DetachedRotator`` runs the step in a child in a session of its own
-(``python -m trae2api.rotator``) that ignores termination signals, so it finishes the durable
-write whatever happens to its parent. The wire format is one JSON request on the child's stdin
-and one JSON reply on its stdout; the codec below is pure and table-tested.
+(``python -m trae2api.process.rotator``) that ignores termination signals, so it finishes the
+durable write whatever happens to its parent. The wire format is one JSON request on the child's
+stdin and one JSON reply on its stdout; the codec below is pure and table-tested.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from trae2api.auth.store import CredentialStore
 from trae2api.errors import ReauthRequired, UpstreamUnavailable
 
 WIRE_VERSION = 1
-ROTATOR_COMMAND = (sys.executable, "-m", "trae2api.rotator")
+ROTATOR_COMMAND = (sys.executable, "-m", "trae2api.process.rotator")
 
 Outcome = Literal["stored", "lost_race", "unsaved"]
 
@@ -199,7 +199,7 @@ def decode_reply(data: bytes, exit_code: int | None) -> Rotation:
 
 
 class DetachedRotator:
-    """Runs each rotation in ``python -m trae2api.rotator``, which outlives this process."""
+    """Runs each rotation in ``python -m trae2api.process.rotator``, which outlives this process."""
 
     def __init__(self, setup: RotationSetup, *, command: Sequence[str] = ROTATOR_COMMAND) -> None:
         self._setup = setup

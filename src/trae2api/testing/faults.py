@@ -49,7 +49,7 @@ from trae2api.testing.admin import PREFIX, json_response, read_json
 from trae2api.testing.scenario import Frame, Plan
 from trae2api.testing.sse import ResetConnection, abort_connection, encode_frame, html_error
 
-OVERSIZED_LINE_BYTES = 1024 * 1024 + 1  # trae2api.sse.DEFAULT_MAX_LINE_BYTES + 1
+OVERSIZED_LINE_BYTES = 1024 * 1024 + 1  # trae2api.wire.sse.DEFAULT_MAX_LINE_BYTES + 1
 RESET_PAUSE = 0.2  # lets the first bytes reach the client before the RST discards its buffer
 _CHUNK = 64 * 1024
 _DIRECTIVE = re.compile(r"\[sim:fault[ \t]+([a-z0-9-]+)(?:[ \t]+([0-9.]+))?\]")

@@ -13,16 +13,8 @@ from typing import Any
 import httpx
 import orjson
 
-from trae2api.agent import (
-    Probe,
-    catalogue_items,
-    catalogue_request,
-    classify_probe,
-    parse_catalogue,
-)
 from trae2api.auth.credentials import DeviceIdentity
 from trae2api.errors import UpstreamUnavailable, from_business_code
-from trae2api.sse import SSEEvent
 from trae2api.upstream.client import (
     UpstreamIdentity,
     business_code,
@@ -32,6 +24,14 @@ from trae2api.upstream.client import (
 )
 from trae2api.upstream.streams import StreamPool
 from trae2api.upstream.transport import mapped_transport_errors
+from trae2api.wire.agent_body import (
+    Probe,
+    catalogue_items,
+    catalogue_request,
+    classify_probe,
+    parse_catalogue,
+)
+from trae2api.wire.sse import SSEEvent
 
 
 class AgentClient:

@@ -16,14 +16,16 @@ import orjson
 from trae2api.auth.credentials import DeviceIdentity
 from trae2api.errors import (
     ApiError,
+    RouteAbsent,
+    SSEProtocolError,
     UpstreamError,
     UpstreamUnavailable,
     from_business_code,
     upstream_unavailable,
 )
-from trae2api.sse import SSEEvent, SSEParser, SSEProtocolError
 from trae2api.upstream.streams import StreamPool, StreamResponse
 from trae2api.upstream.transport import mapped_transport_errors
+from trae2api.wire.sse import SSEEvent, SSEParser
 
 _RATE_LIMIT_DEFAULT_RETRY_AFTER = 5
 
@@ -136,11 +138,6 @@ async def _event_batches(response: StreamResponse) -> AsyncIterator[list[SSEEven
                 yield tail
         except SSEProtocolError as exc:
             raise UpstreamUnavailable(f"Trae sent a malformed event stream: {exc}") from exc
-
-
-class RouteAbsent(UpstreamError):
-    """The host answered 404/405/410: it does not serve this route (dialect §1: mixing realms or
-    dialects gives 404 pages). The dialect selector takes it as a hint to look again."""
 
 
 _ABSENT = frozenset({404, 405, 410})

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import httptools
 
+from trae2api.errors import ResponseError
+
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-class ResponseError(Exception):
-    """The upstream's bytes are not an HTTP/1.1 response we can read."""
 
 
 def host_header(scheme: str, host: str, port: int) -> str:

@@ -21,9 +21,8 @@ import httpx
 import orjson
 import structlog
 
-from trae2api import sigv4
 from trae2api.auth.credentials import DeviceIdentity
-from trae2api.images import ImageData
+from trae2api.errors import CredentialsExpired
 from trae2api.log import secrets_registry
 from trae2api.upstream.transport import mapped_transport_errors
 from trae2api.upstream.upload_answers import (
@@ -31,7 +30,6 @@ from trae2api.upstream.upload_answers import (
     STEP_COMMIT,
     STEP_CREDENTIALS,
     STEP_UPLOAD,
-    CredentialsExpired,
     UploadAddress,
     UploadCredentials,
     UploadedImage,
@@ -42,6 +40,8 @@ from trae2api.upstream.upload_answers import (
     upload_address,
     upload_hosts,
 )
+from trae2api.wire import sigv4
+from trae2api.wire.images import ImageData
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")

@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from trae2api.upstream.h1 import ResponseError, ResponseParser, encode_request, host_header
+from trae2api.errors import ResponseError, StaleConnection
+from trae2api.upstream.h1 import ResponseParser, encode_request, host_header
 
 # Like httpx's defaults and app.py's limits for the shared client.
 KEEPALIVE_EXPIRY = 5.0
@@ -202,10 +203,6 @@ class StreamResponse:
             conn.close()
 
 
-class _Stale(Exception):
-    """A reused connection died before answering a byte: the peer had already closed it."""
-
-
 class StreamPool:
     """Keep-alive connections per (scheme, host, port), bounded like the shared httpx client."""
 
@@ -233,7 +230,7 @@ class StreamPool:
         if conn is not None:
             try:
                 return await self._send(key, conn, request, reused=True)
-            except _Stale:
+            except StaleConnection:
                 pass  # the request never reached a live peer: one try on a fresh socket
         conn = await self._connect(key)
         return await self._send(key, conn, request, reused=False)
@@ -282,7 +279,7 @@ class StreamPool:
             while not parser.headers_complete:
                 if conn.error is not None or conn.closed:
                     if reused and not parser.received:
-                        raise _Stale
+                        raise StaleConnection
                     raise _failure(conn.error, "reading the response head")
                 await conn.wait(self.timeouts.read)
         except BaseException:

@@ -12,10 +12,16 @@ from typing import Any
 import httpx
 import orjson
 
-from trae2api.errors import ApiError, UpstreamError, UpstreamUnavailable, from_business_code
-from trae2api.images import ImageData
+from trae2api.errors import (
+    ApiError,
+    CredentialsExpired,
+    UpstreamError,
+    UpstreamUnavailable,
+    from_business_code,
+)
 from trae2api.log import secrets_registry
 from trae2api.upstream.client import business_code, http_error
+from trae2api.wire.images import ImageData
 
 STEP_CREDENTIALS = "step 1 (upload credentials)"
 STEP_APPLY = "step 2 (ImageX ApplyImageUpload)"
@@ -61,14 +67,6 @@ class UploadAddress:
     store_uri: str
     auth: str = field(repr=False)
     session_key: str = field(repr=False)
-
-
-class CredentialsExpired(Exception):
-    """ImageX refused the upload credentials as expired; ``error`` is raised if renewing fails."""
-
-    def __init__(self, error: UpstreamError) -> None:
-        super().__init__(error.message)
-        self.error = error
 
 
 # -- step 1: Trae's upload credentials ------------------------------------------------------------

@@ -6,15 +6,15 @@ proxy if even those should not be public.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from starlette.responses import Response
 
-from trae2api.status.metrics import CONTENT_TYPE, Metrics
+from trae2api.faces.runtime import RuntimeDep
+from trae2api.status.metrics import CONTENT_TYPE
 
 router = APIRouter()
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics(request: Request) -> Response:
-    registry: Metrics = request.app.state.metrics
-    return Response(registry.render(), media_type=CONTENT_TYPE)
+async def metrics(runtime: RuntimeDep) -> Response:
+    return Response(runtime.metrics.render(), media_type=CONTENT_TYPE)

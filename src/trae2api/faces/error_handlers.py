@@ -12,8 +12,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from trae2api.api.responses import ORJSONResponse
 from trae2api.errors import ApiError, NotFound, UpstreamRejected, trae_fields
+from trae2api.faces.http_responses import ORJSONResponse
 
 log = structlog.get_logger(__name__)
 

@@ -6,20 +6,23 @@ It validates and converts the wire request, then hands it to the chat use case.
 from __future__ import annotations
 
 import time
+import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from trae2api.api.middleware import MODEL_SCOPE_KEY
-from trae2api.api.responses import ORJSONResponse, sse_response
-from trae2api.api.schemas import ChatCompletionRequest
-from trae2api.api.security import authenticate
-from trae2api.api.strict_json import StrictJSONRoute
-from trae2api.chat import ClientDisconnected
-from trae2api.errors import InvalidRequest
-from trae2api.translate import ChatRequest, ReasoningMode, turns_from_messages
+from trae2api.chat.answer_events import Steps
+from trae2api.errors import ClientDisconnected, InvalidRequest
+from trae2api.faces.http_responses import ORJSONResponse, sse_response
+from trae2api.faces.middleware import MODEL_SCOPE_KEY
+from trae2api.faces.openai_render import OpenAIChatRenderer, completion_from
+from trae2api.faces.runtime import RuntimeDep, ServicesDep, authenticate
+from trae2api.faces.schemas import ChatCompletionRequest
+from trae2api.faces.strict_json import StrictJSONRoute
+from trae2api.wire.translate import ChatRequest, ReasoningMode, turns_from_messages
 
 log = structlog.get_logger(__name__)
 router = APIRouter(route_class=StrictJSONRoute)
@@ -110,27 +113,47 @@ async def chat_completions(
     body: ChatCompletionRequest,
     request: Request,
     client_name: Annotated[str, Depends(authenticate)],
+    runtime: RuntimeDep,
+    deps: ServicesDep,
 ) -> Response:
-    state = request.app.state
     request.scope[MODEL_SCOPE_KEY] = body.model
-    chat_request = to_chat_request(body, client_name, state.settings.reasoning_mode)
-    metrics = state.metrics
+    chat_request = to_chat_request(body, client_name, runtime.settings.reasoning_mode)
+    metrics = runtime.metrics
     if chat_request.stream:
         started = time.perf_counter()
-        stream = await state.deps.chat.open_stream(chat_request)
+        stream = await deps.chat.open_stream(chat_request)
         metrics.first_chunk.labels(metrics.model_label(body.model, 200)).observe(
             time.perf_counter() - started
         )
-        chunks = metrics.track_stream(stream.chunks, stream.answer)
+        renderer = OpenAIChatRenderer(
+            _completion_id(), int(time.time()), chat_request.model, chat_request.include_usage
+        )
+        chunks = metrics.track_stream(_rendered(renderer, stream.events), stream.answer)
         return sse_response(chunks, _served_header(stream.answer.served_model))
     try:
-        completion, answer = await state.deps.chat.complete(
+        fold, answer = await deps.chat.complete(
             chat_request, is_disconnected=request.is_disconnected
         )
     except ClientDisconnected:
         return Response(status_code=499)
     metrics.queued(answer)
+    completion = completion_from(
+        fold, completion_id=_completion_id(), created=int(time.time()), model=chat_request.model
+    )
     return ORJSONResponse(completion, headers=_served_header(answer.served_model))
+
+
+async def _rendered(
+    renderer: OpenAIChatRenderer, events: AsyncIterator[Steps]
+) -> AsyncIterator[bytes]:
+    async for steps in events:
+        out = renderer.render(steps)
+        if out:
+            yield out
+
+
+def _completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
 
 
 def _served_header(served_model: str | None) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """The two upstream dialects behind one seam: the request builder and the catalogue source.
 
 Each dialect is a small adapter over the shared translation core (translate, events, render);
-it must not read streams or decide retries — chat.py does that for both.
+it must not read streams or decide retries — chat/service.py does that for both.
 """
 
 from __future__ import annotations
@@ -14,8 +14,17 @@ from typing import Any, Protocol
 
 import structlog
 
-from trae2api import bridge
-from trae2api.agent import (
+from trae2api.auth.account import Account
+from trae2api.auth.credentials import DeviceIdentity
+from trae2api.chat.attachments import TurnImages
+from trae2api.chat.catalogue import AliasTable
+from trae2api.config import DEFAULT_MULTI_MEDIA_ITEM
+from trae2api.errors import ApiError, InvalidRequest, UpstreamRejected
+from trae2api.upstream.agent_client import AgentClient
+from trae2api.upstream.client import TraeClient
+from trae2api.upstream.upload_answers import UploadedImage
+from trae2api.wire import bridge
+from trae2api.wire.agent_body import (
     AUTO_MODEL,
     Probe,
     bare_model_name,
@@ -23,24 +32,15 @@ from trae2api.agent import (
     effort_level,
     union_of_pools,
 )
-from trae2api.attachments import TurnImages
-from trae2api.auth.account import Account
-from trae2api.auth.credentials import DeviceIdentity
-from trae2api.config import DEFAULT_MULTI_MEDIA_ITEM
-from trae2api.errors import ApiError, InvalidRequest, UpstreamRejected
-from trae2api.images import ImageData
-from trae2api.models import AliasTable
-from trae2api.sse import SSEEvent
-from trae2api.translate import (
+from trae2api.wire.images import ImageData
+from trae2api.wire.sse import SSEEvent
+from trae2api.wire.translate import (
     ChatRequest,
     LegacyContext,
     Turn,
     build_legacy_body,
     session_id_for,
 )
-from trae2api.upstream.agent_client import AgentClient
-from trae2api.upstream.client import TraeClient
-from trae2api.upstream.upload_answers import UploadedImage
 
 log = structlog.get_logger(__name__)
 _WORKSPACES = {

@@ -125,6 +125,11 @@ class CatalogueSource(Protocol):
     @property
     def aliases(self) -> AliasTable: ...
 
+    @property
+    def generation(self) -> int:
+        """Changes whenever the dialect in use does (its model names are not the old ones)."""
+        ...
+
     async def catalogue(
         self, access_token: str, device: DeviceIdentity
     ) -> list[dict[str, Any]]: ...
@@ -159,6 +164,7 @@ class ModelCatalog:
         self._clock = clock
         self._entries: list[ModelEntry] | None = None
         self._fetched_at = 0.0
+        self._generation = source.generation
         self._lock = asyncio.Lock()
         # Dialect §7: set while the last answer was an empty table.
         self.problem: str | None = None
@@ -166,10 +172,6 @@ class ModelCatalog:
     @property
     def aliases(self) -> AliasTable:
         return self._source.aliases
-
-    def invalidate(self) -> None:
-        """Forget the cached list (the dialect changed: its names are not the old ones)."""
-        self._fetched_at = -float("inf")
 
     async def refresh(self) -> list[ModelEntry]:
         """Ask Trae now (readiness), bypassing the cache; errors are raised, not hidden."""
@@ -196,6 +198,7 @@ class ModelCatalog:
     def _store(self, configs: list[dict[str, Any]]) -> list[ModelEntry]:
         self._entries = [self._entry(config) for config in configs]
         self._fetched_at = self._clock()
+        self._generation = self._source.generation
         problem = None if self._entries else empty_table_message(self._version_code)
         if problem and problem != self.problem:
             log.error(
@@ -224,7 +227,12 @@ class ModelCatalog:
         return entry.multimodal if entry is not None else None
 
     def _fresh(self) -> bool:
-        return self._entries is not None and self._age() < self._ttl
+        # A list from another dialect is stale whatever its age.
+        return (
+            self._entries is not None
+            and self._generation == self._source.generation
+            and self._age() < self._ttl
+        )
 
     def _age(self) -> float:
         return self._clock() - self._fetched_at

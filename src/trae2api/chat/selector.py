@@ -7,7 +7,7 @@ legacy on BASE_URL only where the agent catalogue is absent. It looks again (at 
 DIALECT_RECHECK_INTERVAL seconds) when the upstream changes its mind: a route answering 404, or
 the legacy chat answering 3003/4023, several times in a row. It also turns the 4001 every chat
 gets from an empty model table into the fix (dialect §7). It must not build bodies or interpret
-answers beyond an error event's code: the dialects and chat.py do.
+answers beyond an error event's code: the dialects and chat/service.py do.
 """
 
 from __future__ import annotations
@@ -23,16 +23,15 @@ from typing import Any, Literal, Protocol
 import orjson
 import structlog
 
-from trae2api.agent import Probe
-from trae2api.attachments import TurnImages
 from trae2api.auth.account import Account
 from trae2api.auth.credentials import DeviceIdentity
-from trae2api.dialect import Dialect, EventStream
-from trae2api.errors import UpstreamRejected, UpstreamUnavailable
-from trae2api.models import AliasTable, empty_table_message
-from trae2api.sse import SSEEvent
-from trae2api.translate import ChatRequest
-from trae2api.upstream.client import RouteAbsent
+from trae2api.chat.attachments import TurnImages
+from trae2api.chat.catalogue import AliasTable, empty_table_message
+from trae2api.chat.dialect import Dialect, EventStream
+from trae2api.errors import RouteAbsent, UpstreamRejected, UpstreamUnavailable
+from trae2api.wire.agent_body import Probe
+from trae2api.wire.sse import SSEEvent
+from trae2api.wire.translate import ChatRequest
 
 log = structlog.get_logger(__name__)
 
@@ -90,6 +89,7 @@ class DialectSelector:
         self._lock = asyncio.Lock()
         self._recheck: asyncio.Task[None] | None = None
         self._on_switch: list[Callable[[], None]] = []
+        self.generation = 0  # one more each time the dialect in use changes
         # Dialect §7: the last catalogue was empty, so a chat's 4001 means a stale version code.
         self.table_empty = False
         if mode != "auto":
@@ -167,6 +167,7 @@ class DialectSelector:
             why=why,
         )
         self.table_empty = False
+        self.generation += 1
         for callback in self._on_switch:
             callback()
 

@@ -10,9 +10,9 @@ import asyncio
 from typing import Protocol
 
 from trae2api.errors import InvalidRequest
-from trae2api.imagefetch import ImageFetcher, load_image
-from trae2api.images import ImageData
-from trae2api.translate import ChatRequest, ImagePart
+from trae2api.upstream.imagefetch import ImageFetcher, load_image
+from trae2api.wire.images import ImageData
+from trae2api.wire.translate import ChatRequest, ImagePart
 
 # Per turn, its images: loaded, or (agent dialect, INLINE_REMOTE_IMAGES=false) the remote URL.
 TurnImages = list[list[ImageData | str]]

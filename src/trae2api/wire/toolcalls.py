@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from trae2api.events import ToolFragment
+from trae2api.wire.events import ToolFragment
 
 
 @dataclass
@@ -40,6 +40,11 @@ class ToolCallAssembler:
     @property
     def saw_call(self) -> bool:
         return bool(self._calls)
+
+    @property
+    def live_index(self) -> int | None:
+        """The call that streams live (the first seen), if any."""
+        return self._live
 
     @property
     def calls(self) -> list[AssembledCall]:

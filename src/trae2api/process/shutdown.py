@@ -13,16 +13,7 @@ from collections.abc import Callable, Iterator
 
 import structlog
 
-from trae2api.errors import ApiError
-
 log = structlog.get_logger(__name__)
-
-
-class ShuttingDown(ApiError):
-    status = 503
-    type = "server_error"
-    code = "server_shutting_down"
-    default_retry_after = 1
 
 
 SHUTDOWN_MESSAGE = (

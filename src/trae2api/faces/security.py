@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import hmac
 
-import structlog
 from fastapi import Request
 
-from trae2api.errors import ApiError, AuthenticationFailed
+from trae2api.errors import AuthenticationFailed
 
 ANONYMOUS = "anonymous"
 # Where the request's key name is left for the access log and metrics (never the key).
@@ -55,23 +54,8 @@ def presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
-async def authenticate(request: Request) -> str:
-    """FastAPI dependency: the client's key name, or 401 in OpenAI's envelope."""
-    keys: ClientKeys = request.app.state.client_keys
-    name = _identify(keys, request)
-    request.scope[CLIENT_SCOPE_KEY] = name
-    structlog.contextvars.bind_contextvars(client=name)
-    limiter = getattr(request.app.state, "rate_limiter", None)
-    if limiter is not None:
-        try:
-            await limiter.check(name)
-        except ApiError:
-            request.app.state.metrics.rate_limited.labels(name).inc()
-            raise
-    return name
-
-
-def _identify(keys: ClientKeys, request: Request) -> str:
+def identify(keys: ClientKeys, request: Request) -> str:
+    """The client's key name (``anonymous`` when no keys are set), or ``AuthenticationFailed``."""
     if not keys.enabled:
         return ANONYMOUS
     presented = presented_key(request)

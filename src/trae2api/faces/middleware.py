@@ -13,8 +13,8 @@ import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from trae2api.api.security import CLIENT_SCOPE_KEY
 from trae2api.errors import PayloadTooLarge
+from trae2api.faces.security import CLIENT_SCOPE_KEY
 from trae2api.status.metrics import NO_LABEL, Metrics
 
 log = structlog.get_logger("trae2api.access")

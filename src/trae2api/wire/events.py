@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from trae2api.sse import SSEEvent
-from trae2api.translate import CJK
+from trae2api.wire.sse import SSEEvent
+from trae2api.wire.translate import CJK
 
 
 @dataclass(frozen=True, slots=True)

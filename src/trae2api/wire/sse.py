@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from trae2api.errors import SSEProtocolError
+
 DEFAULT_MAX_LINE_BYTES = 1024 * 1024
 
 DONE = b"data: [DONE]\n\n"
@@ -16,10 +18,6 @@ _LF_ORD = 0x0A
 _COLON_ORD = 0x3A
 _LF = b"\n"
 _BOM = b"\xef\xbb\xbf"
-
-
-class SSEProtocolError(ValueError):
-    """The stream broke a hard limit (a line longer than ``max_line_bytes``)."""
 
 
 @dataclass(frozen=True, slots=True)

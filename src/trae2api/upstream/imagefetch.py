@@ -11,7 +11,7 @@ hostname, so a second DNS answer (rebinding) can never be used. Every redirect h
 again. Connections are not kept alive, so a connection pinned for one hostname is never reused
 for another that happens to share its IP.
 
-This module must not parse image formats (``trae2api.images`` does) nor read settings.
+This module must not parse image formats (``trae2api.wire.images`` does) nor read settings.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import httpx
 
 from trae2api.errors import InvalidRequest
-from trae2api.images import ImageData, check_size, decode_data_url, inspect_image
+from trae2api.wire.images import ImageData, check_size, decode_data_url, inspect_image
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import structlog
 
-from trae2api.api.security import ClientKeys
 from trae2api.config import Settings
 from trae2api.errors import ConfigError
+from trae2api.faces.runtime import Runtime
+from trae2api.faces.security import ClientKeys
 from trae2api.log import secrets_registry
 
 log = structlog.get_logger(__name__)
@@ -91,7 +91,7 @@ def warn_short_keys(pairs: list[tuple[str, str]]) -> None:
             )
 
 
-def reload_keys(state: Any, settings: Settings) -> None:
+def reload_keys(runtime: Runtime, settings: Settings) -> None:
     """SIGHUP: read ``API_KEYS_FILE`` again; on an error the keys in use stay in force."""
     try:
         pairs = client_key_pairs(settings)
@@ -100,5 +100,5 @@ def reload_keys(state: Any, settings: Settings) -> None:
         return
     secrets_registry.add(*(key for _, key in pairs))
     warn_short_keys(pairs)
-    state.client_keys = ClientKeys.named(pairs)
+    runtime.client_keys = ClientKeys.named(pairs)
     log.info("client_keys_reloaded", names=[name for name, _ in pairs])

@@ -1,7 +1,9 @@
-"""The answer so far: folds upstream items into text, reasoning, tool calls, finish and usage.
+"""The dialect adapter's output side: upstream items in, the neutral answer events out.
 
-Shared by the streamed and aggregated paths and by both dialects; no I/O (clock and id factory
-are passed in). ``StreamWriter`` renders the same state as OpenAI SSE bytes.
+Every policy is applied here, once, for every face: cumulative reconciliation (dialect §7), the
+legacy tool bridge, the request's reasoning mode and stop strings, tool-call ordering, queue
+timeouts. Shared by the streamed and aggregated paths and by both dialects; no I/O (clock and
+id factory are passed in).
 """
 
 from __future__ import annotations
@@ -9,10 +11,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from trae2api.bridge import CallPiece, Piece, ToolCallParser
-from trae2api.cumulative import DeltaReconciler
+from trae2api.chat.answer_events import (
+    AnswerEvent,
+    Finish,
+    Keepalive,
+    ReasoningDelta,
+    Started,
+    Step,
+    Steps,
+    TextDelta,
+    ToolCallArgs,
+    ToolCallEnd,
+    ToolCallStart,
+)
+from trae2api.chat.answer_events import Queued as QueuedEvent
+from trae2api.chat.shaping import OutputShaper
 from trae2api.errors import QueueTimeout
-from trae2api.events import (
+from trae2api.wire.bridge import CallPiece, Piece, ToolCallParser
+from trae2api.wire.cumulative import DeltaReconciler
+from trae2api.wire.events import (
     Delta,
     Finished,
     Item,
@@ -22,10 +39,8 @@ from trae2api.events import (
     UsageReport,
     usage_payload,
 )
-from trae2api.render import ChunkRenderer, OutputShaper
-from trae2api.sse import DONE, encode_comment
-from trae2api.toolcalls import ToolCallAssembler
-from trae2api.translate import ChatRequest
+from trae2api.wire.toolcalls import ToolCallAssembler
+from trae2api.wire.translate import ChatRequest
 
 
 class Answer:
@@ -54,6 +69,7 @@ class Answer:
         self.served_model: str | None = None
         self.raw_text: list[str] = []
         self.done = False
+        self.started = False
 
     @property
     def finish_reason(self) -> str:
@@ -133,61 +149,60 @@ class Answer:
                 texts.append(piece.text)
         return "".join(texts), fragments
 
+    # -- the neutral events (chat.answer_events) -----------------------------------------------
 
-class StreamWriter:
-    """Turns item batches into SSE bytes: role first, deltas, comments, then the ending."""
-
-    def __init__(self, renderer: ChunkRenderer, answer: Answer) -> None:
-        self.renderer = renderer
-        self.answer = answer
-        self.sent = False
-        self._role_sent = False
-
-    def batch(self, batch: list[Item] | None) -> bytes:
+    def steps(self, batch: list[Item] | None) -> Steps:
+        """The events for one upstream read (``None``: a tick of silence), one step per item."""
         if batch is None:
-            self.answer.note(None)
-            self.sent = True
-            return comment(None)
-        out: list[bytes] = []
+            self.note(None)
+            return [[Keepalive()]]
+        steps: Steps = []
         for item in batch:
             if isinstance(item, Delta):
-                self._role(out)
-                text, reasoning, fragments = self.answer.delta(item)
-                if text or reasoning:
-                    out.append(self.renderer.delta(text, reasoning))
-                if fragments:
-                    out.append(self.renderer.tool_calls(fragments))
+                step = self._start()
+                self._events(step, *self.delta(item))
+                if step:
+                    steps.append(step)
             else:
-                self.answer.note(item)
+                self.note(item)
                 if isinstance(item, Queued):
-                    out.append(comment(item))
-            if self.answer.done:
+                    steps.append([QueuedEvent(item.position)])
+            if self.done:
                 break
-        self.sent = self.sent or bool(out)
-        return b"".join(out)
+        return steps
 
-    def ending(self, include_usage: bool, prompt_text: str) -> bytes:
-        out: list[bytes] = []
-        self._role(out)
-        text, reasoning, fragments = self.answer.ending()
-        if text or reasoning:
-            out.append(self.renderer.delta(text, reasoning))
-        if fragments:
-            out.append(self.renderer.tool_calls(fragments))
-        out.append(self.renderer.finish(self.answer.finish_reason))
-        if include_usage:
-            out.append(self.renderer.usage(self.answer.usage_payload(prompt_text)))
-        out.append(DONE)
-        return b"".join(out)
+    def closing(self, prompt_text: str) -> Step:
+        """The last step: what was held back, every call's end, then ``Finish``."""
+        step = self._start()
+        text, reasoning, fragments = self.ending()
+        self._events(step, text, reasoning, [])
+        open_call = self.tools.live_index  # calls stream one at a time, the live one first
+        for fragment in fragments:
+            if open_call is not None and fragment.index != open_call:
+                step.append(ToolCallEnd(open_call))
+            open_call = fragment.index
+            self._events(step, "", "", [fragment])
+        if open_call is not None:
+            step.append(ToolCallEnd(open_call))
+        usage = self.usage_payload(prompt_text)
+        step.append(Finish(self.finish_reason, usage, self.shaper.stop_sequence))
+        return step
 
-    def _role(self, out: list[bytes]) -> None:
-        if not self._role_sent:
-            out.append(self.renderer.role())
-            self._role_sent = True
+    def _start(self) -> Step:
+        if self.started:
+            return []
+        self.started = True
+        return [Started()]
 
-
-def comment(item: Item | None) -> bytes:
-    """An SSE comment: the queue position while queued, else a keepalive."""
-    if isinstance(item, Queued):
-        return encode_comment(f"queued position={item.position if item.position else '?'}")
-    return encode_comment("keepalive")
+    @staticmethod
+    def _events(
+        step: list[AnswerEvent], text: str, reasoning: str, fragments: list[ToolFragment]
+    ) -> None:
+        if text:
+            step.append(TextDelta(text))
+        if reasoning:
+            step.append(ReasoningDelta(reasoning))
+        for fragment in fragments:
+            if fragment.id:
+                step.append(ToolCallStart(fragment.index, fragment.id, fragment.name))
+            step.append(ToolCallArgs(fragment.index, fragment.arguments))

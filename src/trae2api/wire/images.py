@@ -5,7 +5,7 @@ Owns ``ImageData`` (the validated bytes plus format, size and digest), ``inspect
 by magic bytes and header structure only, never by a declared MIME type or file name.
 
 This module is pure: no I/O, clock or environment. Fetching remote images is
-``trae2api.imagefetch``'s job.
+``trae2api.upstream.imagefetch``'s job.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-from trae2api.errors import InvalidRequest, PayloadTooLarge
+from trae2api.errors import InvalidRequest, NotAnImage, PayloadTooLarge
 
 _MIMES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
 _EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "gif": ".gif"}
@@ -59,16 +59,12 @@ class ImageData:
         return f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"
 
 
-class _NotAnImage(Exception):
-    """Raised by the format readers; turned into one ``InvalidRequest`` by ``inspect_image``."""
-
-
 def inspect_image(data: bytes, *, max_bytes: int, param: str | None = None) -> ImageData:
     """Validate ``data`` as a PNG, JPEG, WebP or GIF image and read its dimensions."""
     check_size(len(data), max_bytes=max_bytes, param=param)
     try:
         fmt, width, height = _identify(data)
-    except (_NotAnImage, struct.error, IndexError):
+    except (NotAnImage, struct.error, IndexError):
         raise _invalid(param) from None
     if width <= 0 or height <= 0:
         raise _invalid(param)
@@ -124,7 +120,7 @@ def _b64decode(payload: str, param: str | None) -> bytes:
 
 
 def _identify(data: bytes) -> tuple[str, int, int]:
-    """The format and dimensions of ``data``; raises ``_NotAnImage`` for anything else."""
+    """The format and dimensions of ``data``; raises ``NotAnImage`` for anything else."""
     if data.startswith(_PNG_SIGNATURE):
         return ("png", *_png_size(data))
     if data.startswith(b"\xff\xd8"):
@@ -134,14 +130,14 @@ def _identify(data: bytes) -> tuple[str, int, int]:
     if data[:6] in (b"GIF87a", b"GIF89a"):
         width, height = struct.unpack_from("<HH", data, 6)
         return "gif", width, height
-    raise _NotAnImage
+    raise NotAnImage
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
     """Width and height from the IHDR chunk, which must come first."""
     length, chunk_type, width, height = struct.unpack_from(">I4sII", data, 8)
     if chunk_type != b"IHDR" or length < 8:
-        raise _NotAnImage
+        raise NotAnImage
     return width, height
 
 
@@ -150,7 +146,7 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
     pos = 2
     while True:
         if data[pos] != 0xFF:
-            raise _NotAnImage
+            raise NotAnImage
         while data[pos] == 0xFF:  # fill bytes may precede any marker
             pos += 1
         marker = data[pos]
@@ -158,10 +154,10 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
         if marker in _JPEG_STANDALONE:
             continue
         if marker in (0x00, 0xD9, 0xDA):  # stuffing, EOI or SOS before any frame header
-            raise _NotAnImage
+            raise NotAnImage
         (length,) = struct.unpack_from(">H", data, pos)
         if length < 2:
-            raise _NotAnImage
+            raise NotAnImage
         if marker in _JPEG_SOF:
             height, width = struct.unpack_from(">HH", data, pos + 3)
             return width, height
@@ -173,21 +169,21 @@ def _webp_size(data: bytes) -> tuple[int, int]:
     chunk = data[12:16]
     if chunk == b"VP8 ":
         if data[20] & 1 or data[23:26] != _VP8_START_CODE:  # must be a key frame
-            raise _NotAnImage
+            raise NotAnImage
         width, height = struct.unpack_from("<HH", data, 26)
         return width & 0x3FFF, height & 0x3FFF
     if chunk == b"VP8L":
         if data[20] != 0x2F:
-            raise _NotAnImage
+            raise NotAnImage
         (bits,) = struct.unpack_from("<I", data, 21)
         return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
     if chunk == b"VP8X":
         if len(data) < 30:
-            raise _NotAnImage
+            raise NotAnImage
         width = int.from_bytes(data[24:27], "little") + 1
         height = int.from_bytes(data[27:30], "little") + 1
         return width, height
-    raise _NotAnImage
+    raise NotAnImage
 
 
 def _subject(param: str | None) -> str:

@@ -1,7 +1,8 @@
 """The chat use case: one OpenAI chat request through Trae, streamed or aggregated.
 
 It owns retries before the first byte, the one refresh on 1001, queue waits, keepalives and
-in-band errors (protocol §7). Translation and rendering stay pure in translate/render.
+in-band errors (protocol §7). It yields the neutral answer events (chat.answer_events);
+faces render them.
 """
 
 from __future__ import annotations
@@ -16,36 +17,32 @@ from typing import Any
 
 import structlog
 
-from trae2api.answer import Answer, StreamWriter
-from trae2api.attachments import Attachments
 from trae2api.auth.account import Account
-from trae2api.dialect import Dialect
+from trae2api.chat.answer import Answer
+from trae2api.chat.answer_events import AnswerFold, Failed, Steps
+from trae2api.chat.attachments import Attachments
+from trae2api.chat.dialect import Dialect
 from trae2api.errors import (
     ApiError,
-    GatewayError,
+    ClientDisconnected,
     ReauthRequired,
+    ShuttingDown,
     UpstreamError,
     UpstreamRejected,
     UpstreamUnavailable,
     from_business_code,
     trae_fields,
 )
-from trae2api.events import CreditsReport, Delta, Failure, Finished, Item, interpret
-from trae2api.render import ChunkRenderer, completion_body, error_event
-from trae2api.shutdown import SHUTDOWN_MESSAGE, Drain, ShuttingDown
-from trae2api.sse import DONE
+from trae2api.process.shutdown import SHUTDOWN_MESSAGE, Drain
 from trae2api.status.credits import Credits
 from trae2api.status.health import UpstreamHealth
 from trae2api.status.metrics import Metrics
-from trae2api.translate import ChatRequest
+from trae2api.wire.events import CreditsReport, Delta, Failure, Finished, Item, interpret
+from trae2api.wire.translate import ChatRequest
 
 log = structlog.get_logger(__name__)
 
 _NONSTREAM_TICK = 1.0
-
-
-class ClientDisconnected(GatewayError):
-    """The client went away before its non-streamed answer was ready."""
 
 
 @dataclass(frozen=True)
@@ -60,9 +57,9 @@ class ChatTuning:
 
 @dataclass
 class ChatStream:
-    """A started stream: its bytes, and the answer it is filling (for response headers)."""
+    """A started stream: its neutral events, and the answer it is filling (response headers)."""
 
-    chunks: AsyncIterator[bytes]
+    events: AsyncIterator[Steps]
     answer: Answer
 
 
@@ -77,7 +74,6 @@ class ChatService:
         health: UpstreamHealth,
         tuning: ChatTuning,
         attachments: Attachments | None = None,
-        clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
         drain: Drain | None = None,
         credits: Credits | None = None,
@@ -90,7 +86,6 @@ class ChatService:
         self._account = account
         self._health = health
         self._tuning = tuning
-        self._clock = clock
 
     async def _body(self, request: ChatRequest) -> dict[str, Any]:
         images = await self._attachments.load(request) if self._attachments else None
@@ -109,83 +104,66 @@ class ChatService:
         self,
         request: ChatRequest,
         is_disconnected: Callable[[], Awaitable[bool]] | None = None,
-    ) -> tuple[dict[str, Any], Answer]:
-        """A non-streamed completion, aggregated from the same events a stream would carry."""
+    ) -> tuple[AnswerFold, Answer]:
+        """A non-streamed answer: the same events a stream carries, folded (one fold, any face)."""
         body = await self._body(request)  # first: in auto mode it settles the dialect
         answer = self._answer(request)
-        content: list[str] = []
-        reasoning: list[str] = []
-        batches = self._relay(self._items(body), _NONSTREAM_TICK)
+        fold = AnswerFold()
+        events = self._events(request, answer, body, _NONSTREAM_TICK, in_band=False)
         checked_at = time.monotonic()
         try:
-            async for batch in batches:
-                for item in batch or (None,):
-                    if isinstance(item, Delta):
-                        text, thought, _ = answer.delta(item)
-                        content.append(text)
-                        reasoning.append(thought)
-                    else:
-                        answer.note(item)
-                    if answer.done:
-                        break
-                if answer.done:
-                    break
+            async for steps in events:
+                for step in steps:
+                    for event in step:
+                        fold.push(event)
                 # Nobody would read the answer: stop Trae's work within about a second.
                 if is_disconnected and time.monotonic() - checked_at >= _NONSTREAM_TICK:
                     checked_at = time.monotonic()
                     if await is_disconnected():
                         raise ClientDisconnected("the client went away")
         finally:
-            await batches.aclose()
-        text, thought, _ = answer.ending()
-        content.append(text)
-        reasoning.append(thought)
-        completion = completion_body(
-            completion_id=_completion_id(),
-            created=int(self._clock()),
-            model=request.model,
-            content="".join(content),
-            reasoning="".join(reasoning),
-            finish_reason=answer.finish_reason,
-            usage=answer.usage_payload(_prompt_text(request)),
-            tool_calls=[call.openai() for call in answer.tools.calls],
-        )
-        return completion, answer
+            await events.aclose()
+        return fold, answer
 
     async def open_stream(self, request: ChatRequest) -> ChatStream:
-        """Start a stream; errors before its first byte raise here, later ones go in-band."""
+        """Start a stream; errors before its first event raise here, later ones come in-band."""
         body = await self._body(request)  # first: in auto mode it settles the dialect
         answer = self._answer(request)
-        chunks = self._sse(request, answer, body)
-        first = await chunks.__anext__()
-        return ChatStream(_prepend(first, chunks), answer)
+        events = self._events(request, answer, body, self._tuning.keepalive_interval)
+        first = await events.__anext__()
+        return ChatStream(_prepend(first, events), answer)
 
-    async def _sse(
-        self, request: ChatRequest, answer: Answer, body: dict[str, Any]
-    ) -> AsyncIterator[bytes]:
-        renderer = ChunkRenderer(
-            _completion_id(), int(self._clock()), request.model, request.include_usage
-        )
-        writer = StreamWriter(renderer, answer)
-        batches = self._relay(self._items(body), self._tuning.keepalive_interval)
+    async def _events(
+        self,
+        request: ChatRequest,
+        answer: Answer,
+        body: dict[str, Any],
+        tick: float,
+        *,
+        in_band: bool = True,
+    ) -> AsyncGenerator[Steps, None]:
+        """The neutral answer events, per upstream read; ends with ``Finish`` or ``Failed``."""
+        batches = self._relay(self._items(body), tick)
+        sent = False
         try:
             async for batch in batches:
-                out = writer.batch(batch)
-                if out:
-                    yield out
+                steps = answer.steps(batch)
+                if steps:
+                    sent = True
+                    yield steps
                 if answer.done:
                     break
         except ApiError as exc:
-            if not writer.sent:
+            if not (in_band and sent):
                 raise
             log.warning(
                 "stream_failed_in_band", code=exc.code, reason=exc.message, **trae_fields(exc)
             )
-            yield error_event(exc.envelope()) + DONE
+            yield [[Failed(exc)]]
             return
         finally:
             await batches.aclose()
-        yield writer.ending(request.include_usage, _prompt_text(request))
+        yield [answer.closing(_prompt_text(request))]
 
     async def _items(self, body: dict[str, Any]) -> AsyncIterator[list[Item]]:
         """Upstream items for one request, with retries while nothing has been produced."""
@@ -326,7 +304,7 @@ def _gave_up(exc: UpstreamRejected, attempts: int) -> UpstreamRejected:
     return from_business_code(code, exc.trae_message, note=f"tried {attempts} times")
 
 
-async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _prepend(first: Steps, rest: AsyncIterator[Steps]) -> AsyncIterator[Steps]:
     yield first
     async for chunk in rest:
         yield chunk
@@ -334,10 +312,6 @@ async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
 
 def _call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
-
-
-def _completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex}"
 
 
 def _prompt_text(request: ChatRequest) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import structlog
 
 from trae2api.config import Settings
-from trae2api.errors import ApiError
+from trae2api.errors import RateLimited
 
 log = structlog.get_logger(__name__)
 
@@ -35,12 +35,6 @@ redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
 return tostring(wait)
 """
-
-
-class RateLimited(ApiError):
-    status = 429
-    type = "rate_limit_error"
-    code = "rate_limit_exceeded"
 
 
 class Buckets(Protocol):

@@ -119,5 +119,5 @@ def _become_subreaper() -> None:
 
 
 if __name__ == "__main__":
-    # `serve` execs `python -m trae2api.supervisor GATEWAY-ARGV...` (see cli._exec_supervisor).
+    # `serve` execs `python -m trae2api.process.supervisor GATEWAY-ARGV...` (cli._exec_supervisor).
     raise SystemExit(supervise(sys.argv[1:]))

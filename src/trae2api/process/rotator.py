@@ -1,4 +1,4 @@
-"""The rotation process: ``python -m trae2api.rotator`` rotates the refresh token once and exits.
+"""The rotation process: ``python -m trae2api.process.rotator`` rotates the refresh token once.
 
 ``auth.rotation.DetachedRotator`` starts it so that the rotated token is stored even if the
 gateway dies mid-exchange (protocol §2). One request on stdin, one reply on stdout; it must not
@@ -30,7 +30,7 @@ from trae2api.log import configure_logging, secrets_registry
 from trae2api.upstream.exchange import TokenExchanger
 from trae2api.upstream.transport import upstream_http_client
 
-log = structlog.get_logger("trae2api.rotator")
+log = structlog.get_logger("trae2api.process.rotator")
 
 # A write that failed right after the exchange is retried: the gateway that would keep the
 # unsaved token in memory may be gone, so this process is the token's last holder.
@@ -47,7 +47,7 @@ def main() -> int:
     try:
         request = decode_request(sys.stdin.buffer.read())
     except ValueError as exc:
-        print(f"trae2api.rotator: {exc}", file=sys.stderr)
+        print(f"trae2api.process.rotator: {exc}", file=sys.stderr)
         return 2
     # A last resort against a hung store or network: the default SIGALRM action ends us. It
     # cannot come while a healthy rotation runs (every step has a timeout of its own).

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
 from trae2api import __version__
-from trae2api.api.responses import ORJSONResponse
-from trae2api.api.security import authenticate
 from trae2api.errors import ApiError
+from trae2api.faces.http_responses import ORJSONResponse
+from trae2api.faces.runtime import RuntimeDep, ServicesDep, authenticate
 
 router = APIRouter()
 
@@ -22,8 +22,8 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="Readiness: credentials valid and Trae answered recently")
-async def readyz(request: Request) -> Response:
-    deps, settings = request.app.state.deps, request.app.state.settings
+async def readyz(deps: ServicesDep, runtime: RuntimeDep) -> Response:
+    settings = runtime.settings
     checks: dict[str, Any] = {"credentials": deps.account.state}
     if deps.account.state == "reauth_required":
         return ORJSONResponse({"status": "not_ready", **checks}, status_code=503)
@@ -42,8 +42,10 @@ async def readyz(request: Request) -> Response:
 
 
 @router.get("/status", summary="What the gateway knows about its account (no secrets)")
-async def status(request: Request, _client: Annotated[str, Depends(authenticate)]) -> Any:
-    deps, settings = request.app.state.deps, request.app.state.settings
+async def status(
+    deps: ServicesDep, runtime: RuntimeDep, _client: Annotated[str, Depends(authenticate)]
+) -> Any:
+    settings = runtime.settings
     choice = deps.dialect.describe()
     return {
         "version": __version__,

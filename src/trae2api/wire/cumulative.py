@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from trae2api.events import Delta, ToolFragment
+from trae2api.wire.events import Delta, ToolFragment
 
 # A repeated prefix this long is strong evidence of snapshots (two tokens of text or more).
 EVIDENCE_CHARS = 8

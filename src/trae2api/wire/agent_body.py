@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import orjson
 
-from trae2api.translate import ChatRequest, Turn
+from trae2api.wire.translate import ChatRequest, Turn
 
 AUTO_MODEL = "auto"
 # Dialect §7: internal helpers that are not chat models (besides any name with "agent" in it).

@@ -1,0 +1,1 @@
+"""The chat use case: service, dialect adapters, answer fold, attachments, catalogue."""

@@ -1,0 +1,1 @@
+"""The processes around the gateway: the supervisor, the detached rotator, graceful shutdown."""

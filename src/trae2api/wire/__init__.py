@@ -1,0 +1,1 @@
+"""The wire: pure protocol code (SSE, OpenAI/Trae bodies, events, tool calls, images, SigV4)."""
