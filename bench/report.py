@@ -46,14 +46,20 @@ def machine() -> dict[str, Any]:
 
 
 def revision() -> str:
-    """The commit benchmarked, marked ``+dirty`` when the working tree has changes."""
+    """The commit of the trae2api the children import (wherever that tree is: another
+    worktree or clone through its own venv), marked ``+dirty`` when its ``src/`` has changes."""
+    import trae2api
+
+    where = Path(trae2api.__file__).resolve().parent
 
     def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=BENCH_DIR)
+        done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=where)
         return done.stdout.strip()
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return commit + ("+dirty" if git("status", "--porcelain", "--", "../src") else "")
+    top = git("rev-parse", "--show-toplevel")
+    dirty = git("status", "--porcelain", "--", str(Path(top) / "src")) if top else ""
+    return commit + ("+dirty" if dirty else "")
 
 
 def describe(argv: list[str]) -> dict[str, Any]:

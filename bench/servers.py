@@ -21,7 +21,12 @@ from typing import IO
 
 import httpx
 
-from trae2api.config import Settings
+try:
+    from trae2api.config import Settings
+
+    SETTINGS: frozenset[str] = frozenset(name.upper() for name in Settings.model_fields)
+except ImportError:  # a tree laid out differently: the benchmark's own settings still win
+    SETTINGS = frozenset()
 
 ACCOUNT_KEYS = ("APP_ID", "CLIENT_ID", "USER_ID", "REFRESH_TOKEN", "BASE_URL", "REFRESH_TOKEN_URL")
 START_TIMEOUT = 30.0
@@ -89,8 +94,7 @@ def gateway_env(
     account: dict[str, str], port: int, data_dir: Path, token: str, dialect: str
 ) -> dict[str, str]:
     """The inherited environment minus any trae2api setting, plus the benchmark's own."""
-    fields = {name.upper() for name in Settings.model_fields}
-    env = {key: value for key, value in os.environ.items() if key.upper() not in fields}
+    env = {key: value for key, value in os.environ.items() if key.upper() not in SETTINGS}
     env.update({key: account[key] for key in ACCOUNT_KEYS})
     env.update(
         HOST="127.0.0.1",
