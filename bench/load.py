@@ -13,10 +13,26 @@ from typing import Any
 
 import httpx
 import orjson
+from rawhttp import READ_SIZE, Connection, Dechunker, HttpError, Pool, build_request, read_head
 from servers import CpuMeter, Services, cpu_percent, memory_mb
 
-CHAT_PATH = "/api/ide/v1/chat"
-MODEL = "claude-3-5-sonnet"
+CHAT_PATHS = {"legacy": "/api/ide/v1/chat", "agent": "/api/agent/v3/llm_utils_chat"}
+# A non-reasoning model of each dialect's catalogue: every upstream output is answer text.
+MODELS = {"legacy": "claude-3-5-sonnet", "agent": "claude-sonnet-4.5"}
+# How each dialect frames an event (protocol §6; dialect: no space after the colon).
+DIRECT_MARKS = {
+    "legacy": (b"event: output", b"event: done"),
+    "agent": (b"event:output", b"event:done"),
+}
+DELTA_CHARS = 16
+
+
+def answer_prompt(pieces: int) -> str:
+    """A prompt whose answer streams as ``pieces`` deltas of exactly 16 characters each
+    (``[sim:pieces a|b|c]``: the simulator's outputs are exactly these texts)."""
+    texts = [f"delta-{index:03d}-abcdef" for index in range(pieces)]
+    assert all(len(text) == DELTA_CHARS for text in texts)
+    return f"[sim:pieces {'|'.join(texts)}] answer for the benchmark"
 
 
 # -- one stream ------------------------------------------------------------------------------
@@ -33,6 +49,10 @@ class Target:
     mark: bytes  # occurs once per content chunk
     end: bytes  # occurs once the stream is complete
     expected: int | None  # content chunks per stream, when known
+
+    @property
+    def request(self) -> tuple[str, int, bytes]:
+        return build_request(self.url, self.headers, self.body)
 
 
 @dataclass(frozen=True)
@@ -63,25 +83,56 @@ class Scanner:
         return found
 
 
-async def run_stream(client: httpx.AsyncClient, target: Target) -> StreamResult:
+class LoadClient:
+    """The load generator's connections: one keep-alive pool per server, requests built once."""
+
+    def __init__(self) -> None:
+        self.pools: dict[tuple[str, int], Pool] = {}
+        self.built: dict[int, tuple[Pool, bytes]] = {}  # by id(target): targets live for the run
+
+    def prepare(self, target: Target) -> tuple[Pool, bytes]:
+        if id(target) not in self.built:
+            host, port, request = target.request
+            pool = self.pools.setdefault((host, port), Pool(host, port))
+            self.built[id(target)] = (pool, request)
+        return self.built[id(target)]
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            pool.close()
+
+
+async def run_stream(client: LoadClient, target: Target) -> StreamResult:
     """One request, timed to its first content chunk and to its end."""
+    pool, request = client.prepare(target)
     scanner = Scanner(target.mark, target.end)
     ttfb = 0.0
+    conn: Connection | None = None
     start = time.perf_counter()
     try:
-        request = client.stream("POST", target.url, content=target.body, headers=target.headers)
-        async with request as response:
-            if response.status_code != 200:
-                await response.aread()
-                return StreamResult(0.0, 0.0, 0, f"HTTP {response.status_code}")
-            async for data in response.aiter_raw():
-                if scanner.feed(data) and not ttfb:
-                    ttfb = time.perf_counter() - start
-    except httpx.HTTPError as exc:
+        conn = await pool.acquire()
+        conn.writer.write(request)
+        status, fields = await read_head(conn.reader)
+        if status != 200 or fields.get(b"transfer-encoding") != b"chunked":
+            conn.close()
+            return StreamResult(0.0, 0.0, 0, f"HTTP {status}")
+        dechunker = Dechunker()
+        while not dechunker.complete:
+            data = await conn.reader.read(READ_SIZE)
+            if not data:
+                raise HttpError("connection closed mid-body")
+            if scanner.feed(dechunker.feed(data)) and not ttfb:
+                ttfb = time.perf_counter() - start
+    except (OSError, HttpError, ValueError) as exc:
+        if conn is not None:
+            conn.close()
         where = f"after {scanner.chunks} chunks" if ttfb else "before the first chunk"
-        error = f"{type(exc).__name__} {where}: {exc!r:.120}"
-        return StreamResult(0.0, 0.0, scanner.chunks, error)
+        return StreamResult(0.0, 0.0, scanner.chunks, f"{type(exc).__name__} {where}: {exc!s:.80}")
     total = time.perf_counter() - start
+    if fields.get(b"connection") == b"close":
+        conn.close()
+    else:
+        pool.release(conn)
     return StreamResult(ttfb, total, scanner.chunks, _stream_error(scanner, target))
 
 
@@ -97,27 +148,34 @@ def _stream_error(scanner: Scanner, target: Target) -> str | None:
 
 
 def gateway_target(svc: Services, prompt: str, expected: int | None) -> Target:
-    body = {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": prompt}]}
+    model = MODELS[svc.dialect]
+    body = {"model": model, "stream": True, "messages": [{"role": "user", "content": prompt}]}
     headers = {"authorization": f"Bearer {svc.auth_token}", "content-type": "application/json"}
     url = svc.gateway_url + "/v1/chat/completions"
-    mark, end = b'"delta":{"content":', b"data: [DONE]"
+    mark, end = b'"delta":{"content":"', b"data: [DONE]"
     return Target("gateway", url, headers, orjson.dumps(body), mark, end, expected)
 
 
-async def direct_target(client: httpx.AsyncClient, svc: Services, gateway: Target) -> Target:
-    """The simulator-direct twin of ``gateway``: the very request the gateway sent upstream."""
+async def direct_target(client: LoadClient, svc: Services, gateway: Target) -> Target:
+    """The simulator-direct twin of ``gateway``: the very request the gateway sent upstream
+    (headers and body, read back from the simulator's record of the last chat)."""
     result = await run_stream(client, gateway)
     if result.error:
         raise RuntimeError(f"the gateway failed the capture request: {result.error}")
-    captured = (await client.get(svc.sim_url + "/_sim/last_chat")).raise_for_status().json()
+    async with httpx.AsyncClient(trust_env=False) as http:
+        captured = (await http.get(svc.sim_url + "/_sim/last_chat")).raise_for_status().json()
+    dialect = captured.get("dialect", "legacy")
+    if dialect != svc.dialect:
+        raise RuntimeError(f"the gateway spoke the {dialect} dialect, not {svc.dialect}")
     headers = {
         name: value
         for name, value in captured["headers"].items()
-        if name.startswith("x-") or name in ("content-type", "accept")
+        if name not in ("host", "content-length")
     }
     body = orjson.dumps(captured["body"])
-    url = svc.sim_url + CHAT_PATH
-    return Target("direct", url, headers, body, b"event: output", b"event: done", gateway.expected)
+    url = svc.sim_url + CHAT_PATHS[dialect]
+    mark, end = DIRECT_MARKS[dialect]
+    return Target("direct", url, headers, body, mark, end, gateway.expected)
 
 
 # -- summaries -------------------------------------------------------------------------------
@@ -172,7 +230,7 @@ def added_latency(direct: dict[str, Any], gateway: dict[str, Any]) -> dict[str, 
 
 
 async def latency_phase(
-    client: httpx.AsyncClient, targets: list[Target], meter: CpuMeter, opts: argparse.Namespace
+    client: LoadClient, targets: list[Target], meter: CpuMeter, opts: argparse.Namespace
 ) -> dict[str, Any]:
     """Sequential requests, alternating which path goes first so drift hits both alike."""
     samples: dict[str, list[StreamResult]] = {target.name: [] for target in targets}
@@ -183,14 +241,17 @@ async def latency_phase(
             result = await run_stream(client, target)
             if index >= opts.warmup:
                 samples[target.name].append(result)
-    summary: dict[str, Any] = {"cpu_percent": cpu_percent(meter.read())}
+    used = meter.read()
+    summary: dict[str, Any] = {"cpu_percent": cpu_percent(used)}
     summary.update((name, latency_summary(results)) for name, results in samples.items())
     summary["added"] = added_latency(summary["direct"], summary["gateway"])
+    # Only gateway requests reach the gateway; its CPU over the phase is theirs.
+    summary["gateway_cpu_ms_per_request"] = round(1000 * used["gateway"] / opts.requests, 3)
     return summary
 
 
 async def timed_streams(
-    client: httpx.AsyncClient, target: Target, streams: int, duration: float
+    client: LoadClient, target: Target, streams: int, duration: float
 ) -> tuple[list[StreamResult], float]:
     """``streams`` workers, each starting streams back to back until ``duration`` is over."""
     start = time.perf_counter()
@@ -207,7 +268,7 @@ async def timed_streams(
 
 
 async def throughput_run(
-    client: httpx.AsyncClient,
+    client: LoadClient,
     target: Target,
     streams: int,
     opts: argparse.Namespace,
@@ -221,6 +282,9 @@ async def throughput_run(
     chunks = sum(result.chunks for result in results)
     ok = [result.ttfb for result in results if not result.error]
     per_chunk = {name: round(1e6 * value / max(chunks, 1), 1) for name, value in used.items()}
+    per_request = {
+        name: round(1e3 * value / max(len(results), 1), 3) for name, value in used.items()
+    }
     return {
         "streams_completed": len(results),
         "seconds": round(elapsed, 3),
@@ -230,12 +294,13 @@ async def throughput_run(
         "ttfb_p99_ms": ms(percentile(ok, 99)),
         "cpu_percent": cpu_percent(used),
         "cpu_us_per_chunk": {k: v for k, v in per_chunk.items() if k not in ("wall", "other")},
+        "cpu_ms_per_request": {k: v for k, v in per_request.items() if k not in ("wall", "other")},
         **error_summary([*warm, *results]),
     }
 
 
 async def throughput_phase(
-    client: httpx.AsyncClient, svc: Services, targets: list[Target], opts: argparse.Namespace
+    client: LoadClient, svc: Services, targets: list[Target], opts: argparse.Namespace
 ) -> list[dict[str, Any]]:
     """Every concurrency level, direct then gateway; the gateway's RSS after each level."""
     meter = CpuMeter(svc.pids)

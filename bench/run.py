@@ -15,42 +15,40 @@ from typing import Any
 
 # load, profiler, report and servers are this directory's modules: Python puts a script's
 # directory first on sys.path, so they import alike from the repository root and from bench/.
-import httpx
 import orjson
-from load import direct_target, gateway_target, latency_phase, throughput_phase, timed_streams
+from load import (
+    LoadClient,
+    answer_prompt,
+    direct_target,
+    gateway_target,
+    latency_phase,
+    throughput_phase,
+    timed_streams,
+)
 from profiler import Profiler
 from report import BENCH_DIR, describe, goals, markdown, total_errors, write_readme
 from servers import CpuMeter, Services, memory_mb, services
 
-SHORT_PROMPT = "Say hello to the benchmark"
-QUICK = {"requests": 30, "warmup": 5, "streams": [1, 20], "chunks": 50, "duration": 1.0}
+QUICK = {"requests": 30, "warmup": 5, "streams": [1, 20], "duration": 1.0}
 
 
 async def measure(svc: Services, opts: argparse.Namespace) -> dict[str, Any]:
     """All the figures, with the two paths interleaved or back to back."""
-    limit = max(opts.streams) + 16
-    # Idle connections are dropped after 1 s, well before uvicorn's 5 s keep-alive timeout on
-    # both servers: with equal timers a request can go out on a connection the server is just
-    # closing (httpx ReadError), and each timed run leaves the other path idle for ~5 s.
-    limits = httpx.Limits(
-        max_connections=limit, max_keepalive_connections=limit, keepalive_expiry=1.0
-    )
-    client = httpx.AsyncClient(timeout=httpx.Timeout(120.0), limits=limits, trust_env=False)
-    async with client:
-        short = gateway_target(svc, SHORT_PROMPT, None)
-        long = gateway_target(
-            svc, f"[sim:long {opts.chunks}] stream for the benchmark", opts.chunks
-        )
-        short_direct = await direct_target(client, svc, short)
-        long_direct = await direct_target(client, svc, long)
+    client = LoadClient()
+    try:
+        answer = gateway_target(svc, answer_prompt(opts.chunks), opts.chunks)
+        direct = await direct_target(client, svc, answer)
         idle = memory_mb(svc.gateway.pid)
         meter = CpuMeter(svc.pids)
-        latency = await latency_phase(client, [short_direct, short], meter, opts)
-        throughput = await throughput_phase(client, svc, [long_direct, long], opts)
+        latency = await latency_phase(client, [direct, answer], meter, opts)
+        throughput = await throughput_phase(client, svc, [direct, answer], opts)
         if opts.profiler is not None:
             # An extra run, not reported: py-spy pauses the process to sample it.
             opts.profiler.start()
-            await timed_streams(client, long, opts.streams[-1], opts.profiler.seconds + 0.5)
+            streams = opts.profile_streams
+            await timed_streams(client, answer, streams, opts.profiler.seconds + 0.5)
+    finally:
+        client.close()
     memory = {
         "gateway_idle": idle,
         "gateway": memory_mb(svc.gateway.pid),
@@ -74,11 +72,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=300, help="sequential requests per path")
     parser.add_argument("--warmup", type=int, default=30, help="warm-up requests per path")
-    parser.add_argument("--streams", type=levels, default=[1, 50, 200], help="e.g. 1,50,200")
-    parser.add_argument("--chunks", type=int, default=200, help="content chunks per stream")
+    parser.add_argument("--streams", type=levels, default=[1, 200, 1000], help="e.g. 1,200,1000")
+    parser.add_argument("--chunks", type=int, default=50, help="16-char deltas per answer")
+    parser.add_argument("--dialect", choices=("agent", "legacy"), default="agent")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per level and path")
     parser.add_argument("--quick", action="store_true", help="small numbers: a smoke run")
     parser.add_argument("--profile", action="store_true", help="py-spy the gateway under load")
+    parser.add_argument("--profile-streams", type=int, default=200, help="streams when profiling")
     parser.add_argument("--write-readme", action="store_true", help="update bench/README.md")
     parser.add_argument("--output", type=Path, help="JSON results (default bench/results.json)")
     if "--quick" in argv:
@@ -91,9 +91,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def run(opts: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     results: dict[str, Any] = {"meta": describe(argv)}
-    keys = ("requests", "warmup", "streams", "chunks", "duration")
+    keys = ("requests", "warmup", "streams", "chunks", "duration", "dialect")
     results["options"] = {key: getattr(opts, key) for key in keys}
-    with services() as svc:
+    with services(opts.dialect) as svc:
         opts.profiler = None
         if opts.profile:
             # The raw py-spy output stays in the run's temporary directory; only its summary
@@ -103,6 +103,7 @@ def run(opts: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         results.update(_run_loop(measure(svc, opts)))
         if opts.profiler is not None:
             results["profile"] = opts.profiler.hotspots()
+            results["profile"]["streams"] = opts.profile_streams
         results["logs"] = {
             name: (svc.log_dir / f"{name}.log").read_text(errors="replace").splitlines()[-30:]
             for name in ("gateway", "simulator")

@@ -21,7 +21,12 @@ from typing import IO
 
 import httpx
 
-from trae2api.config import Settings
+try:
+    from trae2api.config import Settings
+
+    SETTINGS: frozenset[str] = frozenset(name.upper() for name in Settings.model_fields)
+except ImportError:  # a tree laid out differently: the benchmark's own settings still win
+    SETTINGS = frozenset()
 
 ACCOUNT_KEYS = ("APP_ID", "CLIENT_ID", "USER_ID", "REFRESH_TOKEN", "BASE_URL", "REFRESH_TOKEN_URL")
 START_TIMEOUT = 30.0
@@ -41,6 +46,7 @@ class Services:
     gateway_url: str
     auth_token: str
     log_dir: Path
+    dialect: str  # the upstream dialect the gateway is told to speak
 
     @property
     def pids(self) -> dict[str, int]:
@@ -84,10 +90,11 @@ def start_simulator(log: IO[bytes]) -> tuple[subprocess.Popen[bytes], dict[str, 
         raise
 
 
-def gateway_env(account: dict[str, str], port: int, data_dir: Path, token: str) -> dict[str, str]:
+def gateway_env(
+    account: dict[str, str], port: int, data_dir: Path, token: str, dialect: str
+) -> dict[str, str]:
     """The inherited environment minus any trae2api setting, plus the benchmark's own."""
-    fields = {name.upper() for name in Settings.model_fields}
-    env = {key: value for key, value in os.environ.items() if key.upper() not in fields}
+    env = {key: value for key, value in os.environ.items() if key.upper() not in SETTINGS}
     env.update({key: account[key] for key in ACCOUNT_KEYS})
     env.update(
         HOST="127.0.0.1",
@@ -95,6 +102,7 @@ def gateway_env(account: dict[str, str], port: int, data_dir: Path, token: str) 
         DATA_DIR=str(data_dir),
         AUTH_TOKEN=token,
         LOG_LEVEL="WARNING",
+        UPSTREAM_DIALECT=dialect,
     )
     return env
 
@@ -135,7 +143,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def services() -> Iterator[Services]:
+def services(dialect: str = "agent") -> Iterator[Services]:
     """Start the simulator and the gateway; always stop both (and delete the temp dir)."""
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="trae2api-bench-")))
@@ -143,8 +151,13 @@ def services() -> Iterator[Services]:
         gw_log = stack.enter_context((tmp / "gateway.log").open("wb"))
         sim, account = start_simulator(sim_log)
         stack.callback(stop, sim)
+        # Dialect §7: each agent chat spends an ide credit, 1000 by default; a run makes far
+        # more chats than that, and a 4008 would count as an error.
+        httpx.post(
+            account["BASE_URL"] + "/_sim/config", json={"ide_credits": 10**9}, trust_env=False
+        ).raise_for_status()
         port, token = free_port(), "bench-" + secrets.token_hex(16)
-        env = gateway_env(account, port, tmp / "data", token)
+        env = gateway_env(account, port, tmp / "data", token, dialect)
         gateway = start_gateway(env, gw_log, tmp)
         stack.callback(stop, gateway)
         url = f"http://127.0.0.1:{port}"
@@ -153,7 +166,7 @@ def services() -> Iterator[Services]:
         except RuntimeError:
             sys.stderr.write((tmp / "gateway.log").read_text(errors="replace")[-3000:])
             raise
-        yield Services(sim, gateway, account["BASE_URL"], url, token, tmp)
+        yield Services(sim, gateway, account["BASE_URL"], url, token, tmp, dialect)
 
 
 # -- process figures -------------------------------------------------------------------------
