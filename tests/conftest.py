@@ -275,3 +275,20 @@ def redis_prefix() -> Iterator[str]:
     for key in client.scan_iter(match=f"{prefix}*"):
         client.delete(key)
     client.close()
+
+
+@pytest.fixture(params=["agent", "legacy"])
+def dialect(request: pytest.FixtureRequest) -> str:
+    """Each dialect in turn, for tests that must hold on both."""
+    return str(request.param)
+
+
+@pytest.fixture
+def gw(start_gateway: Any, dialect: str) -> Gateway:
+    """A gateway speaking the ``dialect`` fixture's dialect to the simulator."""
+    return start_gateway(upstream_dialect=dialect)  # type: ignore[no-any-return]
+
+
+def model_for(dialect: str) -> str:
+    """A chat model the simulator lists on ``dialect``."""
+    return "glm-5.2" if dialect == "agent" else "gpt-4o"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Gateway
+from conftest import Gateway, model_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -36,20 +36,6 @@ def answer(gateway: Gateway, text: str, model: str, *, stream: bool) -> tuple[st
                 content.append(delta.content or "")
                 reasoning.append(getattr(delta, "reasoning_content", None) or "")
         return "".join(content), "".join(reasoning)
-
-
-@pytest.fixture(params=["agent", "legacy"])
-def dialect(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def gw(start_gateway: Any, dialect: str) -> Gateway:
-    return start_gateway(upstream_dialect=dialect)  # type: ignore[no-any-return]
-
-
-def model_for(dialect: str) -> str:
-    return "glm-5.2" if dialect == "agent" else "gpt-4o"
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -9,7 +9,7 @@ import httpx
 import orjson
 import pytest
 
-from conftest import Gateway
+from conftest import Gateway, model_for
 from trae2api.testing import SimulatedTrae
 
 pytestmark = pytest.mark.timeout(30)
@@ -35,20 +35,6 @@ TIME = {
     },
 }
 TOOLS: list[Any] = [WEATHER, TIME]
-
-
-@pytest.fixture(params=["agent", "legacy"])
-def dialect(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def gw(start_gateway: Any, dialect: str) -> Gateway:
-    return start_gateway(upstream_dialect=dialect)  # type: ignore[no-any-return]
-
-
-def model_for(dialect: str) -> str:
-    return "glm-5.2" if dialect == "agent" else "gpt-4o"
 
 
 def call_directive(dialect: str, name: str, arguments: dict[str, Any]) -> str:

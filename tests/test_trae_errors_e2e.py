@@ -33,11 +33,6 @@ def gateway(start_gateway: Any) -> Gateway:
     return start_gateway(upstream_dialect="agent")  # type: ignore[no-any-return]
 
 
-@pytest.fixture(params=["agent", "legacy"])
-def dialect(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 def model_for(dialect: str) -> str:
     return MODEL if dialect == "agent" else "gpt-4o"
 
