@@ -47,6 +47,13 @@ def convert(**fields: Any) -> Any:
     [
         ({"system": "be brief"}, [Turn("system", "be brief"), Turn("user", "q")]),
         (
+            {
+                "system": "be brief",
+                "messages": [{"role": "user", "content": "q"}, {"role": "system", "content": "s"}],
+            },
+            [Turn("system", "be brief\n\ns"), Turn("user", "q")],
+        ),
+        (
             {"system": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
             [Turn("system", "a\nb"), Turn("user", "q")],
         ),
@@ -111,7 +118,7 @@ def convert(**fields: Any) -> Any:
         ),
         (
             {"messages": [{"role": "user", "content": "q"}, {"role": "system", "content": "s"}]},
-            [Turn("user", "q"), Turn("system", "s")],
+            [Turn("system", "s"), Turn("user", "q")],
         ),
     ],
 )

@@ -65,11 +65,19 @@ class CountTokensRequest(BaseModel):
 def to_chat_request(body: MessagesRequest | CountTokensRequest, client_name: str) -> ChatRequest:
     """The use case's view of a Messages request; raises ``InvalidRequest`` naming the field."""
     tools = _tools(body.tools or [])
-    turns = _system_turns(body.system)
+    system, turns = _system_text(body.system), []
     for index, message in enumerate(body.messages):
-        turns.extend(_message_turns(message, index))
-    if not any(turn.role != "system" for turn in turns):
+        if message.role == "system":
+            # Claude Code sends one mid-conversation (after the first user message). Both
+            # dialects read the last turn as the question, so it joins the system prompt.
+            text, _ = _plain(message.content, f"messages[{index}].content", images=False)
+            system = "\n\n".join(part for part in (system, text) if part)
+        else:
+            turns.extend(_message_turns(message, index))
+    if not turns:
         raise InvalidRequest("messages: at least one message is required", param="messages")
+    if system:
+        turns.insert(0, Turn("system", system))
     full = body if isinstance(body, MessagesRequest) else None
     effort = (full.output_config or {}).get("effort") if full else None
     return ChatRequest(
@@ -109,31 +117,25 @@ def prompt_tokens_estimate(request: ChatRequest) -> int:
     return estimate_tokens("\n".join(part for part in parts if part))
 
 
-def _system_turns(system: str | list[dict[str, Any]] | None) -> list[Turn]:
-    if system is None:
-        return []
-    if isinstance(system, str):
-        return [Turn("system", system)] if system else []
+def _system_text(system: str | list[dict[str, Any]] | None) -> str:
+    if system is None or isinstance(system, str):
+        return system or ""
     texts = []
     for index, block in enumerate(system):
         if block.get("type") != "text" or not isinstance(block.get("text"), str):
             raise InvalidRequest("system blocks must be text blocks", param=f"system[{index}]")
         texts.append(block["text"])
-    text = "\n".join(t for t in texts if t)
-    return [Turn("system", text)] if text else []
+    return "\n".join(t for t in texts if t)
 
 
 def _message_turns(message: MessageParam, index: int) -> list[Turn]:
     where = f"messages[{index}]"
-    if message.role == "system":  # Claude Code sends one mid-conversation
-        text, _ = _plain(message.content, f"{where}.content", images=False)
-        return [Turn("system", text)]
     if message.role == "assistant":
         return [_assistant_turn(message.content, where)]
     if message.role == "user":
         return _user_turns(message.content, where)
     raise InvalidRequest(
-        f"{where}.role: {message.role!r} is not supported; use user or assistant",
+        f"{where}.role: {message.role!r} is not supported; use user, assistant or system",
         param=f"{where}.role",
     )
 
