@@ -389,3 +389,41 @@ def test_routes_are_documented(start_gateway: Any) -> None:
         paths = http.get("/openapi.json").json()["paths"]
     assert "/v1/messages" in paths
     assert "/v1/messages/count_tokens" in paths
+
+
+def test_ping_during_upstream_silence(start_gateway: Any) -> None:
+    """Upstream silence longer than the keepalive interval sends ping events."""
+    gateway = start_gateway(keepalive_interval=0.2)
+    body = {
+        "model": "gpt-4o",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": "w [sim:wait 1]"}],
+    }
+    names = [name for name, _ in raw_events(gateway, body)]
+    assert names[:2] == ["message_start", "ping"]
+    assert names.count("ping") >= 3
+    assert names[-2:] == ["message_delta", "message_stop"]
+
+
+def test_bearer_auth_count_tokens_404_and_413(start_gateway: Any) -> None:
+    """Bearer auth works; count_tokens checks the model; a too-large body is Anthropic's 413."""
+    gateway = start_gateway(max_body_bytes=2000)
+    user = [{"role": "user", "content": "hi"}]
+    with gateway.http() as http:  # Authorization: Bearer
+        counted = http.post("/v1/messages/count_tokens", json={"model": "gpt-4o", "messages": user})
+        unknown = http.post("/v1/messages/count_tokens", json={"model": "nope", "messages": user})
+        large = http.post(
+            "/v1/messages",
+            json={
+                "model": "gpt-4o",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": "x" * 4000}],
+            },
+        )
+    assert counted.status_code == 200
+    assert counted.json() == {"input_tokens": 1}
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["type"] == "not_found_error"
+    assert large.status_code == 413
+    assert large.json()["type"] == "error"
+    assert large.json()["error"]["type"] == "request_too_large"
