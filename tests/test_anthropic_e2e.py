@@ -427,3 +427,79 @@ def test_bearer_auth_count_tokens_404_and_413(start_gateway: Any) -> None:
     assert large.status_code == 413
     assert large.json()["type"] == "error"
     assert large.json()["error"]["type"] == "request_too_large"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_stop_sequences(gw: Gateway, dialect: str, stream: bool) -> None:
+    """A stop sequence ends the text before it, with stop_reason stop_sequence."""
+    kwargs: dict[str, Any] = {
+        "model": model_for(dialect),
+        "max_tokens": 100,
+        "stop_sequences": ["said"],
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    if stream:
+        with claude(gw).messages.stream(**kwargs) as events:
+            message = events.get_final_message()
+    else:
+        message = claude(gw).messages.create(**kwargs)
+    assert message.content[0].text == "Hello! You "  # type: ignore[union-attr]
+    assert message.stop_reason == "stop_sequence"
+    assert message.stop_sequence == "said"
+
+
+def test_url_image_and_tool_result_image(start_gateway: Any, sim: SimulatedTrae) -> None:
+    """A URL image source is passed on; an image inside a tool result reaches Trae too."""
+    client = claude(start_gateway(upstream_dialect="agent", inline_remote_images=False))
+    url = "https://images.example/a.png"
+    message = client.messages.create(
+        model="claude-sonnet-4.5",
+        max_tokens=100,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "look"},
+                    {"type": "image", "source": {"type": "url", "url": url}},
+                ],
+            }
+        ],
+    )
+    assert f"remote {url}" in message.content[0].text  # type: ignore[union-attr]
+    image = png(2, 2)
+    client.messages.create(
+        model="claude-sonnet-4.5",
+        max_tokens=100,
+        tools=[WEATHER],
+        messages=[
+            {"role": "user", "content": "shot"},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "t1", "name": "get_weather", "input": {}}],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t1",
+                        "content": [
+                            {"type": "text", "text": "see image"},
+                            {
+                                "type": "image",
+                                "source": {
+                                    "type": "base64",
+                                    "media_type": "image/png",
+                                    "data": base64.b64encode(image).decode(),
+                                },
+                            },
+                        ],
+                    }
+                ],
+            },
+        ],
+    )
+    sent = sim.control.last_chat()["body"]["messages"]
+    assert [m["role"] for m in sent[-3:]] == ["assistant", "tool", "user"]
+    assert "see image" in json.dumps(sent[-2])
+    assert base64.b64encode(image).decode() in json.dumps(sent[-1])
