@@ -35,9 +35,8 @@ def claude_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     binary = prefix / "node_modules" / ".bin" / "claude"
     if binary.exists():
         return binary
-    ping = subprocess.run([npm, "ping"], capture_output=True, text=True, timeout=60, check=False)
-    if ping.returncode != 0:
-        pytest.skip(f"the npm registry is unreachable: {ping.stderr.strip()[-300:]}")
+    if problem := registry_problem(npm):
+        pytest.skip(f"the npm registry is unreachable: {problem}")
     version = os.environ.get("TRAE2API_CLAUDE_CODE_VERSION", "latest")
     options = ["--prefix", str(prefix), "--no-audit", "--no-fund", "--loglevel=error"]
     install = subprocess.run(
@@ -50,6 +49,21 @@ def claude_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert install.returncode == 0, f"npm install {PACKAGE} failed: {install.stderr[-2000:]}"
     assert binary.exists(), f"npm installed {PACKAGE} but {binary} is missing"
     return binary
+
+
+def registry_problem(npm: str) -> str | None:
+    """Why ``npm ping`` fails (no retries, 20 s at most), or None when the registry answers."""
+    command = [npm, "ping", "--fetch-retries=0", "--fetch-timeout=15000"]
+    try:
+        ping = subprocess.run(command, capture_output=True, text=True, timeout=20, check=False)
+    except subprocess.TimeoutExpired:
+        return "npm ping did not answer within 20 s"
+    if ping.returncode == 0:
+        return None
+    reasons = [
+        line for line in ping.stderr.splitlines() if "FetchError" in line or " code " in line
+    ]
+    return "; ".join(reasons)[:300] or "npm ping failed"
 
 
 def run_claude(binary: Path, gateway: Gateway, home: Path, model: str, prompt: str) -> Any:
