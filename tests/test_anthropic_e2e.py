@@ -503,3 +503,12 @@ def test_url_image_and_tool_result_image(start_gateway: Any, sim: SimulatedTrae)
     assert [m["role"] for m in sent[-3:]] == ["assistant", "tool", "user"]
     assert "see image" in json.dumps(sent[-2])
     assert base64.b64encode(image).decode() in json.dumps(sent[-1])
+
+
+def test_auto_model(gw: Gateway) -> None:
+    """The account's default model, auto, is accepted on both dialects."""
+    message = claude(gw).messages.create(
+        model="auto", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert message.content[0].text.startswith("Hello! You said: hi")  # type: ignore[union-attr]
+    assert message.model == "auto"
