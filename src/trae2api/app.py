@@ -29,6 +29,7 @@ from trae2api.chat.selector import DialectSelector
 from trae2api.chat.service import ChatService, ChatTuning
 from trae2api.config import AGENT_APP_ID, Settings
 from trae2api.errors import ApiError, ConfigError
+from trae2api.faces import anthropic_messages as anthropic_routes
 from trae2api.faces import error_handlers as error_handlers
 from trae2api.faces import openai_chat as chat_routes
 from trae2api.faces import openai_models as model_routes
@@ -349,7 +350,14 @@ def create_app(settings: Settings, deps: Deps | None = None) -> FastAPI:
     )
     app.state.runtime = runtime  # read only through faces/runtime.py's dependencies
     error_handlers.install(app)
-    for router in (chat_routes.router, model_routes.router, health_routes.router):
+    routers = (
+        chat_routes.router,
+        anthropic_routes.router,
+        anthropic_routes.root_router,
+        model_routes.router,
+        health_routes.router,
+    )
+    for router in routers:
         app.include_router(router)
     if settings.metrics_enabled:
         app.include_router(metrics_routes.router)
@@ -362,7 +370,15 @@ def create_app(settings: Settings, deps: Deps | None = None) -> FastAPI:
             # Credentials are never allowed together with "*" (the CORS spec forbids it).
             allow_credentials=not wildcard,
             allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
+            allow_headers=[
+                "authorization",
+                "content-type",
+                "x-api-key",
+                "x-request-id",
+                "anthropic-version",
+                "anthropic-beta",
+                "anthropic-dangerous-direct-browser-access",
+            ],
             expose_headers=["x-request-id", "retry-after"],
         )
     app.add_middleware(

@@ -1,6 +1,8 @@
-"""Exception handlers: every error a client sees is OpenAI's envelope with the right status.
+"""Exception handlers: every error a client sees is its API's envelope with the right status.
 
-Covers our ``ApiError``s, the framework's 404/405/422, and anything unexpected (500, no details).
+OpenAI's envelope everywhere but on the Anthropic paths (``/v1/messages…``), which get
+Anthropic's. Covers our ``ApiError``s, the framework's 404/405/422, and anything unexpected (500,
+no details).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trae2api.errors import ApiError, NotFound, UpstreamRejected, trae_fields
+from trae2api.faces.anthropic_render import error_body, is_anthropic_path
 from trae2api.faces.http_responses import ORJSONResponse
 
 log = structlog.get_logger(__name__)
@@ -20,11 +23,15 @@ log = structlog.get_logger(__name__)
 _HTTP_CODES = {404: "unknown_url", 405: "method_not_allowed", 413: "request_too_large"}
 
 
-def error_response(error: ApiError) -> ORJSONResponse:
-    return ORJSONResponse(error.envelope(), status_code=error.status, headers=error.headers())
+def error_response(error: ApiError, request: Request | None = None) -> ORJSONResponse:
+    if request is not None and is_anthropic_path(request.url.path):
+        body = error_body(error)
+    else:
+        body = error.envelope()
+    return ORJSONResponse(body, status_code=error.status, headers=error.headers())
 
 
-async def _api_error(_request: Request, exc: Exception) -> ORJSONResponse:
+async def _api_error(request: Request, exc: Exception) -> ORJSONResponse:
     assert isinstance(exc, ApiError)
     if exc.status >= 500 or isinstance(exc, UpstreamRejected):
         # Dialect §7: whatever the status, Trae's own code and message reach the operator.
@@ -35,7 +42,7 @@ async def _api_error(_request: Request, exc: Exception) -> ORJSONResponse:
             reason=exc.message,
             **trae_fields(exc),
         )
-    return error_response(exc)
+    return error_response(exc, request)
 
 
 async def _http_error(request: Request, exc: Exception) -> ORJSONResponse:
@@ -56,13 +63,13 @@ async def _http_error(request: Request, exc: Exception) -> ORJSONResponse:
         type="invalid_request_error",
         code=_HTTP_CODES.get(exc.status_code),
     )
-    response = error_response(error)
+    response = error_response(error, request)
     if exc.headers:
         response.headers.update(exc.headers)
     return response
 
 
-async def _validation_error(_request: Request, exc: Exception) -> ORJSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> ORJSONResponse:
     # OpenAI answers malformed requests with 400 invalid_request_error naming the parameter.
     assert isinstance(exc, RequestValidationError)
     first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
@@ -75,12 +82,13 @@ async def _validation_error(_request: Request, exc: Exception) -> ORJSONResponse
         message = f"Invalid value for '{param}': {reason}"
     else:
         message = f"Invalid request: {reason}"
-    return error_response(ApiError(message, status=400, type="invalid_request_error", param=param))
+    error = ApiError(message, status=400, type="invalid_request_error", param=param)
+    return error_response(error, request)
 
 
-async def _unexpected(_request: Request, exc: Exception) -> ORJSONResponse:
+async def _unexpected(request: Request, exc: Exception) -> ORJSONResponse:
     log.error("unexpected_error", exc_info=exc)
-    return error_response(ApiError("The gateway failed unexpectedly; see its log."))
+    return error_response(ApiError("The gateway failed unexpectedly; see its log."), request)
 
 
 def _param_path(parts: list[str]) -> str:

@@ -14,6 +14,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trae2api.errors import PayloadTooLarge
+from trae2api.faces.anthropic_render import error_body, is_anthropic_path
 from trae2api.faces.security import CLIENT_SCOPE_KEY
 from trae2api.status.metrics import NO_LABEL, Metrics
 
@@ -108,7 +109,7 @@ class BodyLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.limit:
-            await _send_too_large(send, self.limit)
+            await _send_too_large(send, self.limit, scope.get("path", ""))
             return
         received = 0
 
@@ -135,8 +136,9 @@ def _too_large_message(limit: int) -> str:
     return f"The request body is larger than MAX_BODY_BYTES ({limit} bytes)."
 
 
-async def _send_too_large(send: Send, limit: int) -> None:
-    body = orjson.dumps(PayloadTooLarge(_too_large_message(limit)).envelope())
+async def _send_too_large(send: Send, limit: int, path: str = "") -> None:
+    error = PayloadTooLarge(_too_large_message(limit))
+    body = orjson.dumps(error_body(error) if is_anthropic_path(path) else error.envelope())
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": body})
