@@ -52,6 +52,7 @@ def model_for(dialect: str) -> str:
     return "glm-5.2" if dialect == "agent" else "gpt-4o"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", [False, True])
 def test_cumulative_answer_equals_the_delta_answer(gw: Gateway, dialect: str, stream: bool) -> None:
     """Snapshots of the answer (and of the reasoning) read exactly like the delta stream."""
@@ -64,6 +65,7 @@ def test_cumulative_answer_equals_the_delta_answer(gw: Gateway, dialect: str, st
         assert expected[1]  # a reasoning model: the reasoning path was exercised too
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("directive", "text"),
     [
@@ -84,6 +86,7 @@ def test_genuine_deltas_that_repeat_are_kept_and_short_snapshots_reconciled(
     assert answer(gateway, f"x {directive}", "kimi-k2", stream=stream)[0] == text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", [False, True])
 def test_cumulative_tool_arguments_arrive_once(start_gateway: Any, stream: bool) -> None:
     """Text and tool-call arguments sent as snapshots each reach the client once."""
