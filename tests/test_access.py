@@ -68,6 +68,7 @@ def test_duplicate_and_missing_files_are_config_errors(tmp_path: Path) -> None:
         client_key_pairs(load_settings(None, api_keys_file=path))
 
 
+@pytest.mark.slow
 def test_a_key_is_revoked_alone_by_sighup(sim: SimulatedTrae, tmp_path: Path) -> None:
     """Removing a line and sending SIGHUP revokes that key only; a broken file changes nothing."""
     keys = tmp_path / "keys"
@@ -95,6 +96,7 @@ def test_a_key_is_revoked_alone_by_sighup(sim: SimulatedTrae, tmp_path: Path) ->
         assert key not in log_text
 
 
+@pytest.mark.slow
 def test_the_rate_limit_is_per_key_with_retry_after(start_gateway: Any) -> None:
     """Past RATE_LIMIT_BURST a key gets 429 rate_limit_exceeded with Retry-After; others don't."""
     gateway = start_gateway(auth_token=f"{KEY_A},{KEY_B}", rate_limit_rpm=6, rate_limit_burst=2)
@@ -111,6 +113,7 @@ def test_the_rate_limit_is_per_key_with_retry_after(start_gateway: Any) -> None:
     assert "RATE_LIMIT_RPM" in caught.value.message
 
 
+@pytest.mark.slow
 def test_replicas_share_buckets_through_redis(start_gateway: Any, redis_prefix: str) -> None:
     """With REDIS_TEST_URL two gateways draw from one bucket per key (an atomic Lua script)."""
     settings = {

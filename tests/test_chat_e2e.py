@@ -34,6 +34,7 @@ def data_chunks(lines: list[str]) -> list[dict[str, Any]]:
     return [orjson.loads(line[6:]) for line in lines[:-1] if line.startswith("data: ")]
 
 
+@pytest.mark.slow
 def test_non_stream_chat(client: openai.OpenAI) -> None:
     """A non-streamed chat returns the upstream answer, finish stop and Trae's usage."""
     completion = client.chat.completions.create(model="gpt-4o", messages=USER)
@@ -48,6 +49,7 @@ def test_non_stream_chat(client: openai.OpenAI) -> None:
     assert not (completion.usage.model_extra or {}).get("estimated")
 
 
+@pytest.mark.slow
 def test_stream_is_spec_exact(gateway: Gateway) -> None:
     """Role first, one id/created/model, null finish until the last chunk, then [DONE]."""
     chunks = data_chunks(raw_stream(gateway, {"model": "gpt-4o", "messages": USER}))
@@ -62,6 +64,7 @@ def test_stream_is_spec_exact(gateway: Gateway) -> None:
     assert all("usage" not in c for c in chunks)
 
 
+@pytest.mark.slow
 def test_stream_usage_chunk_only_when_asked(gateway: Gateway) -> None:
     """include_usage adds one choices-less usage chunk before [DONE] and usage null elsewhere."""
     body = {"model": "gpt-4o", "messages": USER, "stream_options": {"include_usage": True}}
@@ -71,6 +74,7 @@ def test_stream_usage_chunk_only_when_asked(gateway: Gateway) -> None:
     assert all(c["usage"] is None for c in chunks[:-1])
 
 
+@pytest.mark.slow
 def test_stream_with_sdk_and_estimated_usage(client: openai.OpenAI) -> None:
     """Without token_usage from Trae the SDK still gets usage, marked as estimated."""
     stream = client.chat.completions.create(
@@ -86,6 +90,7 @@ def test_stream_with_sdk_and_estimated_usage(client: openai.OpenAI) -> None:
     assert (usage.model_extra or {}).get("estimated") is True
 
 
+@pytest.mark.slow
 def test_multi_turn_history_reaches_trae(client: openai.OpenAI, sim: SimulatedTrae) -> None:
     """System, user and assistant turns arrive as history with the last text as input."""
     messages = [
@@ -105,6 +110,7 @@ def test_multi_turn_history_reaches_trae(client: openai.OpenAI, sim: SimulatedTr
     assert body["last_llm_response_info"]["response"] == "answer one"
 
 
+@pytest.mark.slow
 def test_aliases_reach_trae_by_trae_name(client: openai.OpenAI, sim: SimulatedTrae) -> None:
     """A client model alias is sent to Trae under its Trae name and echoed back as sent."""
     completion = client.chat.completions.create(model="claude-3-5-sonnet-20241022", messages=USER)
@@ -112,6 +118,7 @@ def test_aliases_reach_trae_by_trae_name(client: openai.OpenAI, sim: SimulatedTr
     assert sim.control.last_chat()["body"]["model_name"] == "claude3.5"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["/v1/chat", "/v1"])
 def test_original_chat_paths(gateway: Gateway, path: str) -> None:
     """The original project's /v1/chat and /v1 paths serve chat completions too."""
@@ -121,6 +128,7 @@ def test_original_chat_paths(gateway: Gateway, path: str) -> None:
     assert response.json()["choices"][0]["message"]["content"].startswith("Hello!")
 
 
+@pytest.mark.slow
 def test_reasoning_content_by_default(client: openai.OpenAI) -> None:
     """Reasoning arrives in reasoning_content, apart from the answer."""
     completion = client.chat.completions.create(model="deepseek-reasoner", messages=USER)
@@ -129,6 +137,7 @@ def test_reasoning_content_by_default(client: openai.OpenAI) -> None:
     assert (message.model_extra or {}).get("reasoning_content", "").startswith("Let me think")
 
 
+@pytest.mark.slow
 def test_reasoning_think_mode_by_setting(start_gateway: Any) -> None:
     """REASONING_MODE=think folds the reasoning into a leading think block."""
     client = start_gateway(reasoning_mode="think").client()
@@ -148,6 +157,7 @@ def test_reasoning_mode_per_request(client: openai.OpenAI) -> None:
     assert "reasoning_content" not in (message.model_extra or {})
 
 
+@pytest.mark.slow
 def test_stop_is_emulated(client: openai.OpenAI) -> None:
     """stop truncates before the first stop string and finishes with stop, streamed or not."""
     completion = client.chat.completions.create(model="gpt-4o", messages=USER, stop=["said"])
@@ -179,6 +189,7 @@ def test_n_greater_than_one_is_rejected(client: openai.OpenAI) -> None:
     assert caught.value.param == "n"  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("directive", "status", "code", "retry_after"),
     [
@@ -215,6 +226,7 @@ def test_business_errors_map_to_http(
         assert "IDE_VERSION" in error["message"]
 
 
+@pytest.mark.slow
 def test_unknown_model_is_404(client: openai.OpenAI) -> None:
     """A model Trae does not know is a 404 model_not_found through the SDK."""
     with pytest.raises(openai.NotFoundError) as caught:
@@ -222,6 +234,7 @@ def test_unknown_model_is_404(client: openai.OpenAI) -> None:
     assert caught.value.code == "model_not_found"  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow
 def test_midstream_error_goes_in_band(gateway: Gateway) -> None:
     """An error after output began ends the stream with an error event and [DONE]."""
     content = "go [sim:midstream-error 5001]"
@@ -246,6 +259,7 @@ def test_stream_without_done_is_finished(client: openai.OpenAI) -> None:
     assert "".join(c.choices[0].delta.content or "" for c in chunks).startswith("Hello!")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("directive", ["[sim:compact]", "[sim:noise]", "[sim:compact] [sim:noise]"])
 def test_lenient_framing_and_ignored_events(client: openai.OpenAI, directive: str) -> None:
     """Compact framing and ignorable events do not change the answer."""
@@ -257,6 +271,7 @@ def test_lenient_framing_and_ignored_events(client: openai.OpenAI, directive: st
     assert completion.choices[0].message.content == "Hello! You said: hey (turn 0)"
 
 
+@pytest.mark.slow
 def test_queue_events_become_comments(gateway: Gateway) -> None:
     """While queued, the stream carries ': queued position=N' comments, never content."""
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "q [sim:queue 3]"}]}
@@ -268,6 +283,7 @@ def test_queue_events_become_comments(gateway: Gateway) -> None:
     assert text == "Hello! You said: q (turn 0)"
 
 
+@pytest.mark.slow
 def test_queue_wait_non_stream(client: openai.OpenAI) -> None:
     """A non-streamed request waits through the queue and returns the answer."""
     completion = client.chat.completions.create(
@@ -276,6 +292,7 @@ def test_queue_wait_non_stream(client: openai.OpenAI) -> None:
     assert completion.choices[0].message.content.startswith("Hello!")  # type: ignore[union-attr]
 
 
+@pytest.mark.slow
 def test_queue_timeout_is_503(start_gateway: Any) -> None:
     """Queued longer than QUEUE_TIMEOUT gives 503 with Retry-After."""
     gateway = start_gateway(queue_timeout=0.3)
@@ -287,6 +304,7 @@ def test_queue_timeout_is_503(start_gateway: Any) -> None:
     assert response.headers["retry-after"].isdigit()
 
 
+@pytest.mark.slow
 def test_keepalive_during_silence(start_gateway: Any) -> None:
     """Upstream silence longer than the keepalive interval sends SSE comments."""
     gateway = start_gateway(keepalive_interval=0.2)
@@ -296,6 +314,7 @@ def test_keepalive_during_silence(start_gateway: Any) -> None:
     assert lines[-1] == "data: [DONE]"
 
 
+@pytest.mark.slow
 def test_client_disconnect_cancels_upstream(gateway: Gateway, sim: SimulatedTrae) -> None:
     """Closing the client mid-stream cancels the upstream request within a second."""
     client = gateway.client()
@@ -314,6 +333,7 @@ def test_client_disconnect_cancels_upstream(gateway: Gateway, sim: SimulatedTrae
     assert sim.control.stats()["active_streams"] == 0
 
 
+@pytest.mark.slow
 def test_transient_5xx_is_retried(client: openai.OpenAI, sim: SimulatedTrae) -> None:
     """A 5xx before the first byte is retried and the client sees only the success."""
     sim.control.configure(fail_next_chats=1, fail_status=503)
@@ -322,6 +342,7 @@ def test_transient_5xx_is_retried(client: openai.OpenAI, sim: SimulatedTrae) -> 
     assert sim.control.stats()["chats_failed_on_purpose"] == 1
 
 
+@pytest.mark.slow
 def test_persistent_5xx_becomes_502(client: openai.OpenAI, sim: SimulatedTrae) -> None:
     """When every retry fails the client gets a 502 upstream error envelope."""
     sim.control.configure(fail_next_chats=10, fail_status=500)
@@ -331,6 +352,7 @@ def test_persistent_5xx_becomes_502(client: openai.OpenAI, sim: SimulatedTrae) -
     assert sim.control.stats()["chats_failed_on_purpose"] == 3
 
 
+@pytest.mark.slow
 def test_connection_reset_is_retried_then_reported(client: openai.OpenAI) -> None:
     """A reset before any byte is retried, then reported as a 502 in the envelope."""
     with pytest.raises(openai.InternalServerError) as caught:
@@ -341,6 +363,7 @@ def test_connection_reset_is_retried_then_reported(client: openai.OpenAI) -> Non
     assert caught.value.code == "upstream_unreachable"  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow
 def test_models_list_and_retrieve(client: openai.OpenAI) -> None:
     """Models come in OpenAI's shape with public names, owners and a stable created."""
     models = {model.id: model for model in client.models.list()}
@@ -357,6 +380,7 @@ def test_models_list_and_retrieve(client: openai.OpenAI) -> None:
         client.models.retrieve("nope")
 
 
+@pytest.mark.slow
 def test_models_are_cached_and_served_stale(start_gateway: Any, sim: SimulatedTrae) -> None:
     """Within the TTL one upstream call serves all; past it a failing upstream serves stale."""
     gateway = start_gateway(models_ttl=0.2)
@@ -375,6 +399,7 @@ def test_models_are_cached_and_served_stale(start_gateway: Any, sim: SimulatedTr
     assert sim.control.stats()["model_lists"] == calls + 1
 
 
+@pytest.mark.slow
 def test_models_without_any_copy_fail_clearly(start_gateway: Any, sim: SimulatedTrae) -> None:
     """With no cached copy and Trae failing, /v1/models is an upstream error envelope."""
     sim.control.configure(model_list_fail=True)
@@ -385,6 +410,7 @@ def test_models_without_any_copy_fail_clearly(start_gateway: Any, sim: Simulated
     assert response.json()["error"]["type"] == "upstream_error"
 
 
+@pytest.mark.slow
 def test_non_stream_disconnect_cancels_upstream(gateway: Gateway, sim: SimulatedTrae) -> None:
     """A client that gives up on a non-streamed request stops the upstream within ~a second."""
     client = gateway.client(timeout=0.5)
@@ -397,6 +423,7 @@ def test_non_stream_disconnect_cancels_upstream(gateway: Gateway, sim: Simulated
     assert sim.control.stats()["active_streams"] == 0
 
 
+@pytest.mark.slow
 def test_quota_errors_tell_sdks_not_to_retry(gateway: Gateway) -> None:
     """An exhausted quota carries x-should-retry: false so SDKs do not hammer Trae."""
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "[sim:error 4008]"}]}
@@ -406,6 +433,7 @@ def test_quota_errors_tell_sdks_not_to_retry(gateway: Gateway) -> None:
     assert int(response.headers["retry-after"]) > 0
 
 
+@pytest.mark.slow
 def test_expired_right_after_start_needs_one_exchange(gateway: Gateway, sim: SimulatedTrae) -> None:
     """Tokens revoked just after start-up are replaced by one shared exchange for 20 requests."""
     assert wait_for(lambda: sim.control.stats()["exchanges_ok"] == 1)
@@ -427,6 +455,7 @@ def test_expired_right_after_start_needs_one_exchange(gateway: Gateway, sim: Sim
     assert sim.control.stats()["exchanges_ok"] == 2
 
 
+@pytest.mark.slow
 def test_done_finish_reason_wins(client: openai.OpenAI) -> None:
     """done's finish_reason is the one clients see (protocol §6)."""
     completion = client.chat.completions.create(
@@ -435,6 +464,7 @@ def test_done_finish_reason_wins(client: openai.OpenAI) -> None:
     assert completion.choices[0].finish_reason == "length"
 
 
+@pytest.mark.slow
 def test_auto_is_the_account_default_on_legacy(client: openai.OpenAI, sim: SimulatedTrae) -> None:
     """``auto`` is listed first on the legacy dialect and chats with the is_default model."""
     models = [model.id for model in client.models.list()]
@@ -448,6 +478,7 @@ def test_auto_is_the_account_default_on_legacy(client: openai.OpenAI, sim: Simul
     assert reply.model == "auto"
 
 
+@pytest.mark.slow
 def test_auto_without_a_default_is_the_first_model(start_gateway: Any, sim: SimulatedTrae) -> None:
     """When no entry of the legacy list is the default, ``auto`` means its first model."""
     models = [dict(model, is_default=False) for model in default_models()[::-1]]

@@ -20,7 +20,10 @@ import pytest
 from conftest import CLIENT_KEY, Gateway, model_for
 from trae2api.testing import SimulatedTrae
 
-pytestmark = pytest.mark.timeout(900)  # the first test also installs the CLI (about 250 MB)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(900),  # the first test also installs the CLI (about 250 MB)
+]
 PACKAGE = "@anthropic-ai/claude-code"
 
 

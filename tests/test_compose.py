@@ -52,6 +52,9 @@ _VALUE_OPTIONS = {
 # -- reading compose.yaml as Compose does --------------------------------------------------------
 
 
+pytestmark = pytest.mark.slow
+
+
 def services() -> dict[str, dict[str, Any]]:
     """compose.yaml's services, merge keys resolved."""
     document = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))

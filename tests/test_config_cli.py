@@ -195,6 +195,7 @@ def refused(
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("variable", "where"), list(MISSING.items()))
 def test_missing_account_variable_names_it_and_where_to_find_it(
     refused: dict[str, subprocess.CompletedProcess[str]], variable: str, where: str
@@ -260,6 +261,7 @@ def test_data_dir_that_cannot_be_created_is_named(
     assert_config_error(refused["data-dir-blocked"], "DATA_DIR", "cannot create")
 
 
+@pytest.mark.slow
 def test_env_file_in_cwd_is_read(sim: SimulatedTrae, tmp_path: Path) -> None:
     """The account in ./.env (and nothing in the environment) is enough to start and serve."""
     configured = sim_env(sim, tmp_path, AUTH_TOKEN=CLIENT_KEY)
@@ -277,6 +279,7 @@ def test_env_file_in_cwd_is_read(sim: SimulatedTrae, tmp_path: Path) -> None:
     assert (tmp_path / "data" / "trae2api.sqlite3").exists()
 
 
+@pytest.mark.slow
 def test_explicit_env_file_is_read(sim: SimulatedTrae, tmp_path: Path) -> None:
     """``--env-file PATH`` reads the account from PATH instead of ./.env."""
     configured = sim_env(sim, tmp_path)
@@ -292,6 +295,7 @@ def test_explicit_env_file_is_read(sim: SimulatedTrae, tmp_path: Path) -> None:
         assert wait_for(lambda: sim.control.stats()["exchanges_ok"] == 1)
 
 
+@pytest.mark.slow
 def test_host_and_port_flags_override_the_environment(sim: SimulatedTrae, tmp_path: Path) -> None:
     """``--host/--port`` win over HOST/PORT: a 0.0.0.0 HOST without keys no longer refuses."""
     env_port, flag_port = free_port(), free_port()
@@ -302,6 +306,7 @@ def test_host_and_port_flags_override_the_environment(sim: SimulatedTrae, tmp_pa
         assert not healthy(f"http://127.0.0.1:{env_port}")
 
 
+@pytest.mark.slow
 def test_public_host_with_insecure_no_auth_starts(sim: SimulatedTrae, tmp_path: Path) -> None:
     """``--insecure-no-auth`` lets HOST=0.0.0.0 start without keys, and any client is served."""
     env = sim_env(sim, tmp_path, HOST="0.0.0.0")
@@ -322,6 +327,7 @@ def test_version_prints_the_package_version(tmp_path: Path) -> None:
     assert result.stdout.strip() == __version__
 
 
+@pytest.mark.slow
 def test_demo_serves_without_any_account(tmp_path: Path) -> None:
     """``serve --demo`` needs no account variable; auto picks today's agent dialect and the
     openai SDK lists models, chats and sends an image."""
@@ -354,6 +360,7 @@ def _data_url(image: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(image).decode()
 
 
+@pytest.mark.slow
 def test_demo_speaks_the_agent_dialect(tmp_path: Path) -> None:
     """``UPSTREAM_DIALECT=agent serve --demo`` lists the agent catalogue and calls tools."""
     port = free_port()
@@ -397,6 +404,7 @@ def port_taken() -> Iterator[int]:
         yield other.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_busy_port_is_named_before_any_start_up_work(sim: SimulatedTrae, tmp_path: Path) -> None:
     """A port in use exits 2 with one line naming PORT and the address, before any exchange."""
     with port_taken() as port:
@@ -419,6 +427,7 @@ def test_busy_port_in_demo_mode_is_named_and_leaves_nothing_behind(tmp_path: Pat
     assert list((tmp_path / "tmp").iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_demo_removes_its_directory_and_logs_start_up_once(tmp_path: Path, sig: int) -> None:
     """The demo's data directory is gone after Ctrl-C or SIGTERM; its start-up lines appear once."""
@@ -457,6 +466,7 @@ def test_demo_removes_its_directory_and_logs_start_up_once(tmp_path: Path, sig: 
     assert f"base_url='http://127.0.0.1:{port}/v1'" in output  # the "try it" hint
 
 
+@pytest.mark.slow
 def test_help_is_user_text(tmp_path: Path) -> None:
     """``--help`` reads as user text: the demo and .env mentioned, no markup or developer notes."""
     result = run_cli("--help", env=base_env(tmp_path), cwd=tmp_path)

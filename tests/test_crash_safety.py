@@ -24,6 +24,9 @@ from trae2api.testing import SimulatedTrae
 KILLS = 10  # per store; scripts/crash-soak runs hundreds
 
 
+pytestmark = pytest.mark.slow
+
+
 def sqlite_loop(sim: SimulatedTrae, work_dir: Path) -> CrashReport:
     """The crash loop on the default SQLite store."""
     return crash_loop(

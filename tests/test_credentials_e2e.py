@@ -77,6 +77,7 @@ def process(sim: SimulatedTrae, tmp_path: Path, **extra: Any) -> GatewayProcess:
     return GatewayProcess(env=env, port=free_port(), log_path=tmp_path / "gateway.log")
 
 
+@pytest.mark.slow
 def test_first_start_exchanges_once_and_stores_the_new_token_privately(
     sim: SimulatedTrae, start_gateway: Any, tmp_path: Path
 ) -> None:
@@ -99,6 +100,7 @@ def test_first_start_exchanges_once_and_stores_the_new_token_privately(
     assert stats(sim)["exchanges_rejected"] == 0
 
 
+@pytest.mark.slow
 def test_restart_with_the_burnt_env_token_resumes_without_an_exchange(
     sim: SimulatedTrae, tmp_path: Path
 ) -> None:
@@ -121,6 +123,7 @@ def test_restart_with_the_burnt_env_token_resumes_without_an_exchange(
     assert cases == ["first_login", "resumed"]
 
 
+@pytest.mark.slow
 def test_rejected_access_token_is_refreshed_once_and_the_chat_retried(
     sim: SimulatedTrae, start_gateway: Any, tmp_path: Path
 ) -> None:
@@ -135,6 +138,7 @@ def test_rejected_access_token_is_refreshed_once_and_the_chat_retried(
     assert stored(tmp_path / "data")["refresh_token"] == after["current_refresh_token"]
 
 
+@pytest.mark.slow
 def test_concurrent_requests_on_an_expired_token_share_one_exchange(
     sim: SimulatedTrae, start_gateway: Any
 ) -> None:
@@ -159,6 +163,7 @@ def test_concurrent_requests_on_an_expired_token_share_one_exchange(
     assert after["auth_rejections"] >= 1
 
 
+@pytest.mark.slow
 def test_a_different_refresh_token_in_env_is_a_new_login(
     sim: SimulatedTrae, start_gateway: Any, tmp_path: Path
 ) -> None:
@@ -182,6 +187,7 @@ def test_a_different_refresh_token_in_env_is_a_new_login(
     assert stats(sim)["exchanges_rejected"] == 0
 
 
+@pytest.mark.slow
 def test_rejected_refresh_token_asks_the_operator_to_log_in_again_once(
     sim: SimulatedTrae, tmp_path: Path
 ) -> None:
@@ -222,6 +228,7 @@ def test_rejected_refresh_token_asks_the_operator_to_log_in_again_once(
     assert bogus not in log_text
 
 
+@pytest.mark.slow
 def test_background_refresh_exchanges_without_any_client_request(
     sim: SimulatedTrae, start_gateway: Any, tmp_path: Path
 ) -> None:
@@ -239,6 +246,7 @@ def test_background_refresh_exchanges_without_any_client_request(
     )
 
 
+@pytest.mark.slow
 def test_sigkill_right_after_a_refresh_keeps_the_newest_token(
     sim: SimulatedTrae, start_gateway: Any, tmp_path: Path
 ) -> None:
@@ -266,6 +274,7 @@ def test_sigkill_right_after_a_refresh_keeps_the_newest_token(
     assert stored(tmp_path / "data")["refresh_token"] == after["current_refresh_token"]
 
 
+@pytest.mark.slow
 def test_short_lived_tokens_refresh_at_half_life(sim: SimulatedTrae, start_gateway: Any) -> None:
     """Tokens shorter-lived than REFRESH_MARGIN are renewed in the background at half-life."""
     sim.control.configure(access_ttl=2)

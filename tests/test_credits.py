@@ -156,6 +156,7 @@ def credits_of(gateway: Gateway) -> dict[str, Any]:
         return http.get("/status").json()["credits"]  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow
 def test_balance_is_asked_at_start_up(agent: Gateway, sim: SimulatedTrae) -> None:
     """Before any chat, /status shows the account host's balance."""
     assert wait_for(lambda: credits_of(agent)["balance"] is not None)
@@ -166,6 +167,7 @@ def test_balance_is_asked_at_start_up(agent: Gateway, sim: SimulatedTrae) -> Non
     assert sim.control.stats()["balance_checks"] >= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", [False, True])
 def test_chat_reports_credits(agent: Gateway, sim: SimulatedTrae, stream: bool) -> None:
     """After a chat, /status and /metrics show the credits its notify_usage reported."""
@@ -184,6 +186,7 @@ def test_chat_reports_credits(agent: Gateway, sim: SimulatedTrae, stream: bool) 
     assert 'trae2api_credits_remaining{kind="work"} 200.0' in metrics
 
 
+@pytest.mark.slow
 def test_low_credits_are_logged(start_gateway: Any, sim: SimulatedTrae) -> None:
     """Credits falling under CREDITS_LOW_THRESHOLD give one warning naming the count."""
     gateway = start_gateway(upstream_dialect="agent", credits_low_threshold=999.5)
@@ -197,6 +200,7 @@ def test_low_credits_are_logged(start_gateway: Any, sim: SimulatedTrae) -> None:
     assert [(entry["ide_credits"], entry["log_level"]) for entry in warnings] == [(999, "warning")]
 
 
+@pytest.mark.slow
 def test_balance_query_can_be_turned_off(start_gateway: Any, sim: SimulatedTrae) -> None:
     """CREDITS_REFRESH_INTERVAL=0 never asks the account host."""
     gateway = start_gateway(upstream_dialect="agent", credits_refresh_interval=0)

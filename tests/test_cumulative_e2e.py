@@ -38,6 +38,7 @@ def answer(gateway: Gateway, text: str, model: str, *, stream: bool) -> tuple[st
         return "".join(content), "".join(reasoning)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", [False, True])
 def test_cumulative_answer_equals_the_delta_answer(gw: Gateway, dialect: str, stream: bool) -> None:
     """Snapshots of the answer (and of the reasoning) read exactly like the delta stream."""
@@ -50,6 +51,7 @@ def test_cumulative_answer_equals_the_delta_answer(gw: Gateway, dialect: str, st
         assert expected[1]  # a reasoning model: the reasoning path was exercised too
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("directive", "text"),
     [
@@ -70,6 +72,7 @@ def test_genuine_deltas_that_repeat_are_kept_and_short_snapshots_reconciled(
     assert answer(gateway, f"x {directive}", "kimi-k2", stream=stream)[0] == text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", [False, True])
 def test_cumulative_tool_arguments_arrive_once(start_gateway: Any, stream: bool) -> None:
     """Text and tool-call arguments sent as snapshots each reach the client once."""

@@ -45,6 +45,7 @@ def legacy_only() -> Iterator[SimulatedTrae]:
         yield other
 
 
+@pytest.mark.slow
 def test_auto_prefers_agent_on_base_url(sim: SimulatedTrae, start_gateway: Any) -> None:
     """Both dialects on BASE_URL: auto chooses the agent dialect there and says why."""
     gateway = start_gateway(upstream_dialect="auto", agent_base_url=dead_url())
@@ -55,6 +56,7 @@ def test_auto_prefers_agent_on_base_url(sim: SimulatedTrae, start_gateway: Any) 
     assert sim.control.last_chat()["dialect"] == "agent"
 
 
+@pytest.mark.slow
 def test_auto_finds_the_region_agent_host(
     sim: SimulatedTrae, legacy_only: SimulatedTrae, start_gateway: Any
 ) -> None:
@@ -70,6 +72,7 @@ def test_auto_finds_the_region_agent_host(
         assert "glm-5.3" in {model.id for model in client.models.list()}
 
 
+@pytest.mark.slow
 def test_auto_falls_back_to_legacy_where_agent_is_absent(
     sim: SimulatedTrae, start_gateway: Any
 ) -> None:
@@ -85,6 +88,7 @@ def test_auto_falls_back_to_legacy_where_agent_is_absent(
     assert status(gateway)["dialect"] == "legacy"
 
 
+@pytest.mark.slow
 def test_legacy_fallback_without_app_id_says_so(sim: SimulatedTrae, tmp_path: Path) -> None:
     """A legacy fallback with no APP_ID set logs that APP_ID is needed and where it is."""
     sim.control.configure(agent_endpoints=False)
@@ -110,6 +114,7 @@ def test_legacy_fallback_without_app_id_says_so(sim: SimulatedTrae, tmp_path: Pa
     assert "upstream.dialect_chosen" in events()
 
 
+@pytest.mark.slow
 def test_auto_moves_to_agent_when_legacy_dies(sim: SimulatedTrae, start_gateway: Any) -> None:
     """Legacy answering 3003 on every request makes auto look again and move to agent."""
     sim.control.configure(agent_endpoints=False)
@@ -130,6 +135,7 @@ def test_auto_moves_to_agent_when_legacy_dies(sim: SimulatedTrae, start_gateway:
         assert "glm-5.2" in {model.id for model in client.models.list()}
 
 
+@pytest.mark.slow
 def test_auto_moves_to_legacy_when_agent_disappears(sim: SimulatedTrae, start_gateway: Any) -> None:
     """Agent routes starting to answer 404 make auto look again and fall back to legacy."""
     gateway = start_gateway(
@@ -145,6 +151,7 @@ def test_auto_moves_to_legacy_when_agent_disappears(sim: SimulatedTrae, start_ga
     assert "You said: again" in say(gateway, "gpt-4o", "again")
 
 
+@pytest.mark.slow
 def test_rechecks_are_rate_limited(sim: SimulatedTrae, start_gateway: Any) -> None:
     """Within DIALECT_RECHECK_INTERVAL a failing dialect is kept (no probe storm)."""
     gateway = start_gateway(
@@ -158,6 +165,7 @@ def test_rechecks_are_rate_limited(sim: SimulatedTrae, start_gateway: Any) -> No
     assert status(gateway)["dialect"] == "agent"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["agent", "legacy"])
 def test_status_names_a_fixed_dialect(start_gateway: Any, mode: str) -> None:
     """UPSTREAM_DIALECT=agent|legacy is what /status shows (it said legacy for both before)."""
@@ -170,6 +178,7 @@ def test_status_names_a_fixed_dialect(start_gateway: Any, mode: str) -> None:
     assert status(gateway)["dialect"] == mode
 
 
+@pytest.mark.slow
 def test_undecided_when_the_agent_host_fails(sim: SimulatedTrae, start_gateway: Any) -> None:
     """An agent catalogue answering 5xx is not 'absent': auto does not fall back to legacy."""
     sim.control.configure(model_list_fail=True)
@@ -185,6 +194,7 @@ def test_undecided_when_the_agent_host_fails(sim: SimulatedTrae, start_gateway: 
     assert httpx.get(f"{gateway.url}/healthz").status_code == 200
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", [False, True])
 def test_first_chat_with_tools_after_a_legacy_fallback_is_bridged(
     sim: SimulatedTrae, start_gateway: Any, stream: bool

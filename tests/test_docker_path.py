@@ -47,6 +47,9 @@ _SETTING_NAMES = {name.upper() for name in Settings.model_fields}
 # -- parsing ---------------------------------------------------------------------------------
 
 
+pytestmark = pytest.mark.slow
+
+
 @dataclass(frozen=True)
 class Instruction:
     keyword: str

@@ -29,6 +29,7 @@ def chat(gateway: Gateway) -> str:
     return reply.choices[0].message.content or ""
 
 
+@pytest.mark.slow
 def test_unreachable_first_host_falls_back(sim: SimulatedTrae, start_gateway: Any) -> None:
     """A refused connection to the first host: the exchange goes to the next one."""
     first = f"http://127.0.0.1:{free_port()}"
@@ -37,6 +38,7 @@ def test_unreachable_first_host_falls_back(sim: SimulatedTrae, start_gateway: An
     assert sim.control.stats()["exchanges_ok"] == 1
 
 
+@pytest.mark.slow
 def test_404_page_first_host_falls_back(
     sim: SimulatedTrae, other: SimulatedTrae, start_gateway: Any
 ) -> None:
@@ -48,6 +50,7 @@ def test_404_page_first_host_falls_back(
     assert other.control.stats()["exchanges_rejected"] == 0
 
 
+@pytest.mark.slow
 def test_no_fallback_after_an_answer(
     sim: SimulatedTrae, other: SimulatedTrae, start_gateway: Any
 ) -> None:

@@ -19,7 +19,7 @@ from conftest import CLIENT_KEY, GatewayProcess, free_port, gateway_env
 from faultkit import classify
 from trae2api.testing import SimulatedTrae
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 CONCURRENCY = 20
 WARM_UP = 200
 REQUESTS = 1000

@@ -102,6 +102,7 @@ def expect(outcome: Outcome, expected: tuple[str, int, str | None], case: str) -
     assert outcome.seconds < BOUND
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize(
     ("directive", "plain", "streamed"),
@@ -126,6 +127,7 @@ def test_fault_matrix(
         assert outcome.content.endswith("You said: hi (turn 0)")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize("which", ["base_url", "refresh_token_url"])
 def test_refused_connections(
@@ -154,6 +156,7 @@ EXCHANGE_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("fault", "expected"), EXCHANGE_CASES, ids=[c[0] for c in EXCHANGE_CASES])
 def test_token_exchange_faults(
     sim: SimulatedTrae, start_gateway: Any, fault: str, expected: tuple[str, int, str]
@@ -197,6 +200,7 @@ def test_unknown_fault_directive_is_a_loud_4001(gateway: Gateway) -> None:
     assert (outcome.kind, outcome.status, outcome.code) == ("error", 400, "invalid_request")
 
 
+@pytest.mark.slow
 def test_chat_fault_from_the_admin_api(sim: SimulatedTrae, gateway: Gateway) -> None:
     """A directive-free chat fault damages the next answer only."""
     sim.control.fault("reset-midstream", target="chat")

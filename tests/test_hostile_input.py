@@ -143,6 +143,7 @@ def assert_rejected(status: int, body: bytes, expected: int = 400) -> None:
     check_envelope(body)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("body", BAD_BODIES.values(), ids=BAD_BODIES.keys())
 def test_bad_bodies_are_400_envelopes(served: GatewayProcess, body: bytes) -> None:
     """Unparsable, non-object, too deep, non-UTF-8 or out-of-range bodies are 400 envelopes."""

@@ -85,6 +85,7 @@ def ca_file(tls: trustme.CA, tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize(
     ("dialect", "model"), [("legacy", "claude-3-5-sonnet"), ("agent", "claude-sonnet-4.5")]
@@ -103,6 +104,7 @@ def test_data_url_image_arrives(start_gateway: Any, dialect: str, model: str, st
     assert seen(image, 3, 2) in text
 
 
+@pytest.mark.slow
 def test_https_url_and_several_images(
     start_gateway: Any, image_server: str, ca_file: Path, sim: SimulatedTrae
 ) -> None:
@@ -124,6 +126,7 @@ def test_https_url_and_several_images(
     assert positions == sorted(positions)
 
 
+@pytest.mark.slow
 def test_image_in_an_earlier_turn_is_uploaded_once(start_gateway: Any, sim: SimulatedTrae) -> None:
     """An image from an earlier turn still reaches Trae, and is not uploaded again."""
     client = start_gateway().client()
@@ -139,6 +142,7 @@ def test_image_in_an_earlier_turn_is_uploaded_once(start_gateway: Any, sim: Simu
     assert sim.control.stats()["tos_uploads"] == uploads == 1
 
 
+@pytest.mark.slow
 def test_non_multimodal_model_is_refused_before_upload(
     start_gateway: Any, sim: SimulatedTrae
 ) -> None:
@@ -153,6 +157,7 @@ def test_non_multimodal_model_is_refused_before_upload(
     assert sim.control.stats()["upload_tokens_issued"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("url", "status", "code"),
     [
@@ -185,6 +190,7 @@ def test_bad_images_are_clear_4xx(
     assert sim.control.stats()["upload_tokens_issued"] == 0
 
 
+@pytest.mark.slow
 def test_agent_passes_remote_urls_when_told(
     start_gateway: Any, image_server: str, ca_file: Path, sim: SimulatedTrae
 ) -> None:
@@ -196,6 +202,7 @@ def test_agent_passes_remote_urls_when_told(
     assert {"type": "image_url", "image_url": {"url": url}} in parts
 
 
+@pytest.mark.slow
 def test_agent_inlines_remote_images(
     start_gateway: Any, image_server: str, ca_file: Path, sim: SimulatedTrae
 ) -> None:
@@ -211,6 +218,7 @@ def test_agent_inlines_remote_images(
     assert re.match(r"data:image/png;base64,", parts[1]["image_url"]["url"])
 
 
+@pytest.mark.slow
 def test_unreachable_image_host_is_a_clear_400(start_gateway: Any) -> None:
     """An image URL nobody answers is a 400 image_fetch_failed, not a gateway error."""
     with socket.socket() as probe:

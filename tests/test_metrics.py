@@ -35,6 +35,7 @@ def ask(text: str, **extra: Any) -> dict[str, Any]:
     return {"model": "gpt-4o", "messages": [{"role": "user", "content": text}], **extra}
 
 
+@pytest.mark.slow
 def test_metrics_count_requests_streams_errors_and_refreshes(
     sim: SimulatedTrae, gateway: Gateway
 ) -> None:

@@ -30,6 +30,9 @@ from trae2api.testing import SimulatedTrae
 LOCK_TTL = 2.0
 
 
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture
 def replicas(sim: SimulatedTrae, tmp_path: Path, redis_prefix: str) -> Iterator[Any]:
     """Starts N replicas on the test Redis (each with its own DATA_DIR), all at once."""

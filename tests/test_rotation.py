@@ -189,6 +189,7 @@ def test_detached_rotation_stores_the_new_token(sim: SimulatedTrae, tmp_path: Pa
     assert rotation.credentials.version == 1
 
 
+@pytest.mark.slow
 def test_detached_rotation_reports_a_burnt_token(sim: SimulatedTrae, tmp_path: Path) -> None:
     """Presenting a used token raises ReauthRequired and leaves the store alone."""
     path = tmp_path / "store.sqlite3"
@@ -224,6 +225,7 @@ def test_detached_rotation_reports_an_upstream_failure(sim: SimulatedTrae, tmp_p
     assert run_async(_stored(path)) == current
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(30)
 def test_termination_signals_do_not_cut_a_rotation(sim: SimulatedTrae, tmp_path: Path) -> None:
     """SIGTERM, SIGINT and SIGHUP reach the process mid-exchange: it still stores the token."""

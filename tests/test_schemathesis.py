@@ -16,7 +16,7 @@ import pytest
 from conftest import CLIENT_KEY, GatewayProcess, free_port, gateway_env
 from trae2api.testing import SimulatedTrae
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 TESTS = Path(__file__).parent
 
 

@@ -59,6 +59,7 @@ def exercise(client: openai.OpenAI, sim: SimulatedTrae) -> set[str]:
     return tokens
 
 
+@pytest.mark.slow
 def test_no_secret_anywhere_across_a_broad_run(sim: SimulatedTrae, tmp_path: Path) -> None:
     """At DEBUG no token, key or upload credential reaches the log, a response or /metrics."""
     keys_file = tmp_path / "keys.txt"

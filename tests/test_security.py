@@ -68,6 +68,7 @@ def test_wrong_key_is_a_401_envelope(gateway: Gateway) -> None:
     assert CLIENT_KEY not in caught.value.response.text
 
 
+@pytest.mark.slow
 def test_bearer_and_x_api_key_are_both_accepted(gateway: Gateway) -> None:
     """The key works as ``Authorization: Bearer`` and as ``x-api-key``."""
     with gateway.client() as bearer:
@@ -82,6 +83,7 @@ def test_bearer_and_x_api_key_are_both_accepted(gateway: Gateway) -> None:
         wrong.models.list(extra_headers=NO_AUTH_HEADER)
 
 
+@pytest.mark.slow
 def test_every_comma_separated_key_is_accepted(start_gateway: Any) -> None:
     """AUTH_TOKEN="k1, k2" accepts both keys and nothing else."""
     keys = ["first-key-aaaaaaaaaaaa", "second-key-bbbbbbbbbbb"]
@@ -95,6 +97,7 @@ def test_every_comma_separated_key_is_accepted(start_gateway: Any) -> None:
             client.models.list()
 
 
+@pytest.mark.slow
 def test_probes_are_open_and_everything_else_needs_a_key(
     sim: SimulatedTrae, gateway: Gateway, http: httpx.Client
 ) -> None:
@@ -165,6 +168,7 @@ def test_cors_wildcard_never_allows_credentials(start_gateway: Any) -> None:
 # -- body limit ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 def test_body_over_the_limit_is_a_413_envelope(
     sim: SimulatedTrae, start_gateway: Any, framing: str
@@ -204,6 +208,7 @@ def test_the_sdk_sees_a_413_for_a_huge_prompt(start_gateway: Any) -> None:
 # -- readiness and status ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_readyz_is_ready_when_the_account_works(sim: SimulatedTrae, http: httpx.Client) -> None:
     """/readyz is 200 once the credentials are fine and Trae answered."""
     assert wait_for(lambda: sim.control.stats()["model_lists"] >= 1)
@@ -213,6 +218,7 @@ def test_readyz_is_ready_when_the_account_works(sim: SimulatedTrae, http: httpx.
     assert response.json()["upstream"] == "ok"
 
 
+@pytest.mark.slow
 def test_readyz_is_not_ready_after_the_refresh_token_was_rejected(
     sim: SimulatedTrae, start_gateway: Any
 ) -> None:
@@ -228,6 +234,7 @@ def test_readyz_is_not_ready_after_the_refresh_token_was_rejected(
     assert "never-issued" not in response.text
 
 
+@pytest.mark.slow
 def test_status_shows_no_secret(sim: SimulatedTrae, gateway: Gateway, tmp_path: Path) -> None:
     """/status describes the account without any refresh token, access token or client key."""
     with gateway.client() as client:
@@ -264,6 +271,7 @@ def test_every_response_carries_a_request_id(http: httpx.Client) -> None:
     assert len(set(ids)) == 3
 
 
+@pytest.mark.slow
 def test_a_safe_incoming_request_id_is_echoed(gateway: Gateway) -> None:
     """A plain incoming x-request-id comes back unchanged, also on errors."""
     with gateway.client() as client:
@@ -275,6 +283,7 @@ def test_a_safe_incoming_request_id_is_echoed(gateway: Gateway) -> None:
     assert refused.headers["x-request-id"] == "denied-1"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "unsafe",
     ["has space", "semi;colon", "x" * 129, "<script>", "a%0d%0aSet-Cookie:x=1", "é-accent"],
@@ -287,6 +296,7 @@ def test_an_unsafe_incoming_request_id_is_replaced(http: httpx.Client, unsafe: s
     assert GENERATED_ID.match(response.headers["x-request-id"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "header",
     [
@@ -337,6 +347,7 @@ def test_wrong_method_is_a_405_envelope(gateway: Gateway) -> None:
     assert error["type"] == "invalid_request_error"
 
 
+@pytest.mark.slow
 def test_invalid_json_is_a_400_envelope(gateway: Gateway) -> None:
     """A body that is not JSON is 400 invalid_request_error."""
     with gateway.http() as http:
@@ -365,6 +376,7 @@ class Recorder:
         self.seen.append(f"{response.status_code}\n{headers}\n\n{response.text}")
 
 
+@pytest.mark.slow
 def test_no_secret_reaches_the_log_or_any_response(sim: SimulatedTrae, tmp_path: Path) -> None:
     """At DEBUG, no refresh token, access token or client key appears in the log or a response."""
     env = gateway_env(sim, tmp_path / "data", LOG_LEVEL="DEBUG")

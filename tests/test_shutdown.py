@@ -56,6 +56,7 @@ async def during_shutdown(gateway: GatewayProcess) -> tuple[list[Any], list[Any]
     return short_payloads, long_payloads, signalled, long_ended
 
 
+@pytest.mark.slow
 def test_sigterm_drains_streams_then_ends_the_rest_in_band(
     sim: SimulatedTrae, tmp_path: Path
 ) -> None:

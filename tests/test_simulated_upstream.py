@@ -416,6 +416,7 @@ def test_queue_directive(sim: SimulatedTrae, client: httpx.Client, token: str) -
     assert answer(events) == "Hello! You said: hi (turn 0)"
 
 
+@pytest.mark.slow
 def test_wait_and_slow_directives(sim: SimulatedTrae, client: httpx.Client, token: str) -> None:
     """[sim:wait S] delays the first event and [sim:slow MS] spaces the output events."""
     with client.stream(
@@ -626,6 +627,7 @@ async def test_serve_simulated_trae_on_a_loop() -> None:
         await task
 
 
+@pytest.mark.slow
 def test_module_prints_credentials() -> None:
     """python -m trae2api.testing prints KEY=value credentials and serves them."""
     command = [sys.executable, "-m", "trae2api.testing", "--port", "0", "--access-ttl", "60"]

@@ -118,6 +118,7 @@ async def test_lock_of_a_dead_owner_expires(stores: StoreFactory) -> None:
     assert not await a.acquire_refresh_lock("third", 5)
 
 
+@pytest.mark.slow
 async def test_refresh_lock_serialises_holders_and_keeps_long_holds_alive(
     stores: StoreFactory,
 ) -> None:

@@ -44,6 +44,9 @@ sys.exit(status)
 """
 
 
+pytestmark = pytest.mark.slow
+
+
 def cmdline(process: psutil.Process) -> str:
     try:
         return " ".join(process.cmdline())

@@ -89,6 +89,7 @@ def today(sim: SimulatedTrae, tmp_path: Path) -> Iterator[Any]:
         gateway.stop()
 
 
+@pytest.mark.slow
 def test_new_user_gets_todays_catalogue(sim: SimulatedTrae, tmp_path: Path) -> None:
     """`trae2api serve` with only REFRESH_TOKEN/CLIENT_ID/USER_ID and URLs lists the union of
     pools without hidden entries, with limits, and logs the dialect it chose."""
@@ -127,6 +128,7 @@ def test_new_user_gets_todays_catalogue(sim: SimulatedTrae, tmp_path: Path) -> N
     assert "agent catalogue answers" in chosen[0]["reason"]
 
 
+@pytest.mark.slow
 def test_stale_code_is_logged_at_start_up(sim: SimulatedTrae, tmp_path: Path) -> None:
     """With an old IDE_VERSION_CODE the start-up log names the empty table and the fix."""
     account = sim.account
@@ -282,6 +284,7 @@ def test_agent_calls_carry_current_version_headers(sim: SimulatedTrae, today: An
     assert headers["user-agent"] == "Trae/0.1.61"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("code", ["107", "2026082", "20261301"])
 def test_malformed_version_code_refused_at_start(tmp_path: Path, code: str) -> None:
     """`trae2api serve` with a malformed IDE_VERSION_CODE exits 2 naming the variable."""

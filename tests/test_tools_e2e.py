@@ -58,6 +58,7 @@ def run_tool(name: str, arguments: str) -> str:
     return json.dumps({"city": city, "temp": 21} if name == "get_weather" else {"time": "12:00"})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", [False, True])
 def test_complete_tool_loop(gw: Gateway, dialect: str, stream: bool) -> None:
     """The model calls a tool, the client runs it and sends the result, the model answers."""
@@ -97,6 +98,7 @@ def test_complete_tool_loop(gw: Gateway, dialect: str, stream: bool) -> None:
     assert '"temp": 21' in content
 
 
+@pytest.mark.slow
 def test_parallel_calls_stream_contiguously(gw: Gateway, dialect: str) -> None:
     """Parallel calls arrive one after another, every tool-call delta carrying an index."""
     directives = call_directive(dialect, "get_weather", {"city": "Oslo"}) + call_directive(
@@ -129,6 +131,7 @@ def test_parallel_calls_stream_contiguously(gw: Gateway, dialect: str) -> None:
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
 
 
+@pytest.mark.slow
 def test_sdk_stream_helper_accumulates_parallel_calls(gw: Gateway, dialect: str) -> None:
     """The SDK's stream helper rebuilds both parallel calls from our chunks."""
     directives = call_directive(dialect, "get_weather", {"city": "Oslo"}) + call_directive(
@@ -148,6 +151,7 @@ def test_sdk_stream_helper_accumulates_parallel_calls(gw: Gateway, dialect: str)
     assert len(final.choices[0].message.tool_calls or []) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("choice", "expected"),
     [
@@ -168,6 +172,7 @@ def test_forced_tool_choice_on_agent(start_gateway: Any, choice: Any, expected: 
     assert completion.choices[0].message.tool_calls[0].function.name == expected  # type: ignore[index, union-attr]
 
 
+@pytest.mark.slow
 def test_tool_choice_none_sends_no_tools(gw: Gateway, dialect: str, sim: SimulatedTrae) -> None:
     """tool_choice none answers with text and keeps tools (and the bridge) out of the request."""
     completion = gw.client().chat.completions.create(
@@ -182,6 +187,7 @@ def test_tool_choice_none_sends_no_tools(gw: Gateway, dialect: str, sim: Simulat
     assert "<tool_call>" not in json.dumps(body)
 
 
+@pytest.mark.slow
 def test_agent_request_is_rewritten(start_gateway: Any, sim: SimulatedTrae) -> None:
     """Agent bodies carry parts, JSON-string parameters and function_call history."""
     client = start_gateway(upstream_dialect="agent").client()
@@ -225,6 +231,7 @@ def test_agent_request_is_rewritten(start_gateway: Any, sim: SimulatedTrae) -> N
     assert body["max_tokens"] == 16000  # clamped to the catalogue's limit
 
 
+@pytest.mark.slow
 def test_agent_catalogue_and_served_model(start_gateway: Any) -> None:
     """The agent catalogue is filtered, exposes limits and auto; replies name the served model."""
     gateway = start_gateway(upstream_dialect="agent")
@@ -246,6 +253,7 @@ def test_agent_catalogue_and_served_model(start_gateway: Any) -> None:
     assert auto.choices[0].message.content == "Hello! You said: a (turn 0)"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["[sim:fragment-variant]", "[sim:solo-extras]"])
 def test_agent_fragment_variants(start_gateway: Any, variant: str) -> None:
     """`function` instead of `function_call`, single objects and SOLO extras still parse."""
@@ -258,6 +266,7 @@ def test_agent_fragment_variants(start_gateway: Any, variant: str) -> None:
     assert json.loads(call.function.arguments) == {"city": "Rome"}  # type: ignore[union-attr]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("directive", ["[sim:bridge-malformed]", "[sim:bridge-unterminated]"])
 @pytest.mark.parametrize("stream", [False, True])
 def test_malformed_bridged_call_is_text(start_gateway: Any, directive: str, stream: bool) -> None:
@@ -282,6 +291,7 @@ def test_malformed_bridged_call_is_text(start_gateway: Any, directive: str, stre
     assert "<tool_call>" in content
 
 
+@pytest.mark.slow
 def test_bridge_never_leaks_partial_markers(start_gateway: Any) -> None:
     """Bridged calls split at awkward places never leave marker pieces in streamed content."""
     gateway = start_gateway()
@@ -298,6 +308,7 @@ def test_bridge_never_leaks_partial_markers(start_gateway: Any) -> None:
     assert calls[0]["function"]["name"] == "get_weather"
 
 
+@pytest.mark.slow
 def test_bridge_instruction_reaches_legacy_trae(start_gateway: Any, sim: SimulatedTrae) -> None:
     """On legacy, the tools travel as a system instruction and tool history as text."""
     client = start_gateway().client()
@@ -356,6 +367,7 @@ def test_invalid_tools_are_400(gw: Gateway) -> None:
     assert bad_choice.json()["error"]["param"] == "tool_choice"
 
 
+@pytest.mark.slow
 def test_agent_errors_map(start_gateway: Any) -> None:
     """Agent-dialect business errors map like the legacy ones (4023 → 404)."""
     gateway = start_gateway(upstream_dialect="agent")

@@ -37,6 +37,7 @@ def model_for(dialect: str) -> str:
     return MODEL if dialect == "agent" else "gpt-4o"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", [False, True])
 def test_transient_3003_is_retried_before_the_first_byte(
     start_gateway: Any, sim: SimulatedTrae, dialect: str, stream: bool
@@ -52,6 +53,7 @@ def test_transient_3003_is_retried_before_the_first_byte(
     assert all("busy" in entry["trae_message"] for entry in retries)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", [False, True])
 def test_3003_beyond_the_retries_is_502_with_traes_code(
     start_gateway: Any, sim: SimulatedTrae, stream: bool
@@ -68,6 +70,7 @@ def test_3003_beyond_the_retries_is_502_with_traes_code(
     assert caught.value.status_code == 502
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("code", "exception", "status", "client_code"),
     [
@@ -101,6 +104,7 @@ def test_business_codes_reach_the_sdk(
     assert logged[0]["trae_message"] in body["message"]
 
 
+@pytest.mark.slow
 def test_rate_limit_and_quota_headers(gateway: Gateway) -> None:
     """4011 says when to retry; 4008 tells SDKs not to retry at all."""
     with gateway.http() as http:
@@ -110,6 +114,7 @@ def test_rate_limit_and_quota_headers(gateway: Gateway) -> None:
     assert broke.headers["x-should-retry"] == "false"
 
 
+@pytest.mark.slow
 def test_context_error_from_an_oversized_prompt(gateway: Gateway) -> None:
     """A prompt over the model's window (the simulator's real 4006) is 400 on messages."""
     with gateway.client() as client, pytest.raises(openai.BadRequestError) as caught:
@@ -120,6 +125,7 @@ def test_context_error_from_an_oversized_prompt(gateway: Gateway) -> None:
     assert caught.value.param == "messages"
 
 
+@pytest.mark.slow
 def test_4008_says_how_many_credits_were_left(gateway: Gateway, sim: SimulatedTrae) -> None:
     """After the last credit is spent, the 4008 names the credits the last report showed."""
     sim.control.configure(ide_credits=1)
@@ -134,6 +140,7 @@ def test_4008_says_how_many_credits_were_left(gateway: Gateway, sim: SimulatedTr
     assert (credits["ide_credits"], credits["source"]) == (0, "trae_error_4008")
 
 
+@pytest.mark.slow
 def test_4008_after_a_report_of_credits_left(gateway: Gateway, sim: SimulatedTrae) -> None:
     """A 4008 while the last report showed credits quotes that report, then shows none left."""
     assert chat(gateway, "spend one", stream=False).startswith("Hello!")
@@ -145,6 +152,7 @@ def test_4008_after_a_report_of_credits_left(gateway: Gateway, sim: SimulatedTra
     assert "0 ide credits were left at the last report (trae_error_4008" in again.value.message
 
 
+@pytest.mark.slow
 def test_midstream_error_stays_in_band_with_traes_code(gateway: Gateway) -> None:
     """An error after output began ends the stream in-band, still naming Trae's code."""
     with gateway.client() as client:
