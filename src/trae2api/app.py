@@ -35,6 +35,7 @@ from trae2api.faces import openai_chat as chat_routes
 from trae2api.faces import openai_models as model_routes
 from trae2api.faces import probes as health_routes
 from trae2api.faces import prometheus as metrics_routes
+from trae2api.faces import responses_api as responses_routes
 from trae2api.faces.keys import client_key_pairs, warn_short_keys
 from trae2api.faces.middleware import BodyLimit, RequestContext
 from trae2api.faces.ratelimit import build_rate_limiter
@@ -354,6 +355,7 @@ def create_app(settings: Settings, deps: Deps | None = None) -> FastAPI:
         chat_routes.router,
         anthropic_routes.router,
         anthropic_routes.root_router,
+        responses_routes.router,
         model_routes.router,
         health_routes.router,
     )

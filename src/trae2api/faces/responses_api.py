@@ -1,0 +1,157 @@
+"""``POST /v1/responses`` and ``GET /v1/responses/{id}``: the OpenAI Responses API.
+
+Errors use OpenAI's envelope. The model is looked up in the catalogue first, so an unknown one
+is a 404 on either dialect. Chaining: a completed response's input and output items are kept for
+``RESPONSE_TTL`` seconds (in this process's memory: per replica) unless the request said
+``store: false``; ``previous_response_id`` prepends them to the new input, and an unknown or
+expired id is a 404. Codex sends ``store: false`` and the whole history each turn.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from trae2api.chat.answer_events import Steps
+from trae2api.errors import ClientDisconnected, NotFound
+from trae2api.faces.anthropic_messages import _known_model, _served_header
+from trae2api.faces.anthropic_request import prompt_tokens_estimate
+from trae2api.faces.http_responses import ORJSONResponse, sse_response
+from trae2api.faces.middleware import MODEL_SCOPE_KEY
+from trae2api.faces.responses_render import (
+    ResponseShell,
+    ResponsesStreamRenderer,
+    response_from,
+)
+from trae2api.faces.responses_request import (
+    ResponsesRequest,
+    custom_tool_names,
+    input_items,
+    to_chat_request,
+)
+from trae2api.faces.runtime import RuntimeDep, ServicesDep, authenticate
+from trae2api.faces.strict_json import StrictJSONRoute
+
+router = APIRouter(route_class=StrictJSONRoute)
+RESPONSE_TTL = 3600.0
+_MAX_KEPT = 1000
+
+
+class ResponseStore:
+    """Completed responses (their items, and the object for GET) for a while, oldest out first."""
+
+    def __init__(self) -> None:
+        self._kept: OrderedDict[str, tuple[float, list[dict[str, Any]], dict[str, Any]]] = (
+            OrderedDict()
+        )
+
+    def put(self, response: dict[str, Any], items: list[dict[str, Any]]) -> None:
+        self._kept[response["id"]] = (time.monotonic() + RESPONSE_TTL, items, response)
+        while len(self._kept) > _MAX_KEPT:
+            self._kept.popitem(last=False)
+
+    def get(self, response_id: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        kept = self._kept.get(response_id)
+        if kept is None or kept[0] < time.monotonic():
+            self._kept.pop(response_id, None)
+            raise NotFound(
+                f"previous_response_id: no stored response {response_id!r} (responses are kept "
+                f"{int(RESPONSE_TTL)} s by the replica that served them; not with store: false)",
+                param="previous_response_id",
+                code="previous_response_not_found",
+            )
+        return kept[1], kept[2]
+
+
+_STORE = ResponseStore()
+
+
+@router.post("/v1/responses", response_model=None, summary="Create a model response (Responses)")
+async def create_response(
+    body: ResponsesRequest,
+    request: Request,
+    client_name: Annotated[str, Depends(authenticate)],
+    runtime: RuntimeDep,
+    deps: ServicesDep,
+) -> Response:
+    request.scope[MODEL_SCOPE_KEY] = body.model
+    history = _STORE.get(body.previous_response_id)[0] if body.previous_response_id else []
+    chat_request = to_chat_request(body, client_name, history)
+    await _known_model(deps, body.model)
+    estimate = prompt_tokens_estimate(chat_request)
+    shell = ResponseShell(
+        id=f"resp_{uuid.uuid4().hex}",
+        created_at=int(time.time()),
+        model=body.model,
+        custom_tools=custom_tool_names(body),
+        echo=_echo(body),
+    )
+    items = [*history, *input_items(body)]
+    if chat_request.stream:
+        started = time.perf_counter()
+        stream = await deps.chat.open_stream(chat_request)
+        metrics = runtime.metrics
+        metrics.first_chunk.labels(metrics.model_label(body.model, 200)).observe(
+            time.perf_counter() - started
+        )
+        renderer = ResponsesStreamRenderer(shell, estimate)
+        chunks = _rendered(renderer, stream.events, items if body.store is not False else None)
+        return sse_response(
+            metrics.track_stream(chunks, stream.answer), _served_header(stream.answer.served_model)
+        )
+    try:
+        fold, answer = await deps.chat.complete(
+            chat_request, is_disconnected=request.is_disconnected
+        )
+    except ClientDisconnected:
+        return Response(status_code=499)
+    runtime.metrics.queued(answer)
+    response = response_from(fold, shell, estimate)
+    if body.store is not False:
+        _STORE.put(response, [*items, *response["output"]])
+    return ORJSONResponse(response, headers=_served_header(answer.served_model))
+
+
+@router.get("/v1/responses/{response_id}", response_model=None, summary="Get a stored response")
+async def get_response(
+    response_id: str, client_name: Annotated[str, Depends(authenticate)]
+) -> dict[str, Any]:
+    return _STORE.get(response_id)[1]
+
+
+def _echo(body: ResponsesRequest) -> dict[str, Any]:
+    """The request settings a response object repeats."""
+    return {
+        "instructions": body.instructions,
+        "max_output_tokens": body.max_output_tokens,
+        "parallel_tool_calls": body.parallel_tool_calls is not False,
+        "previous_response_id": body.previous_response_id,
+        "reasoning": body.reasoning or {},
+        "store": body.store is not False,
+        "temperature": body.temperature,
+        "text": body.text or {"format": {"type": "text"}},
+        "tool_choice": body.tool_choice or "auto",
+        "tools": body.tools or [],
+        "top_p": body.top_p,
+        "truncation": "disabled",
+        "metadata": body.metadata or {},
+    }
+
+
+async def _rendered(
+    renderer: ResponsesStreamRenderer,
+    events: AsyncIterator[Steps],
+    items: list[dict[str, Any]] | None,
+) -> AsyncIterator[bytes]:
+    async for steps in events:
+        out = renderer.render(steps)
+        if out:
+            yield out
+    if items is not None and renderer.final is not None:
+        _STORE.put(renderer.final, [*items, *renderer.output])
