@@ -218,3 +218,42 @@ def test_errors_use_openai_envelope(gw: Gateway, dialect: str) -> None:
         extra_body={"prompt_cache_key": "k", "client_metadata": {"a": "b"}},
     )
     assert tolerated.status in ("completed", "incomplete")
+
+
+def test_midstream_failure_silence_and_docs(start_gateway: Any) -> None:
+    """A failure mid-stream is response.failed; silence sends comments; /docs lists the routes."""
+    gateway = start_gateway(keepalive_interval=0.2)
+    failed = raw_events(gateway, {"model": "gpt-4o", "input": "go [sim:midstream-error 5001]"})
+    assert failed[0]["type"] == "response.created"
+    assert failed[-1]["type"] == "response.failed"
+    assert failed[-1]["response"]["status"] == "failed"
+    assert failed[-1]["response"]["error"]["message"]
+    assert "response.completed" not in [event["type"] for event in failed]
+    headers = {"authorization": f"Bearer {CLIENT_KEY}"}
+    body = {"model": "gpt-4o", "input": "w [sim:wait 1]", "stream": True}
+    with httpx.Client(base_url=gateway.url, timeout=30, headers=headers) as http:
+        text = http.post("/v1/responses", json=body).text
+        paths = http.get("/openapi.json").json()["paths"]
+    assert text.count(": keepalive\n\n") >= 3
+    assert text.rstrip().splitlines()[0] == "event: response.created"
+    assert "/v1/responses" in paths
+    assert "/v1/responses/{response_id}" in paths
+
+
+def test_store_false_stream_is_not_kept_and_errors_midflight_are_openai(
+    start_gateway: Any,
+) -> None:
+    """A streamed store-false response is not kept; upstream errors use OpenAI's envelope."""
+    gateway = start_gateway(upstream_dialect="agent")
+    events = raw_events(gateway, {"model": "glm-5.2", "input": "x", "store": False})
+    response_id = events[-1]["response"]["id"]
+    sdk = client(gateway)
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(response_id)
+    kept = raw_events(gateway, {"model": "glm-5.2", "input": "x"})[-1]["response"]
+    assert (
+        sdk.responses.retrieve(kept["id"]).output_text == kept["output"][-1]["content"][0]["text"]
+    )
+    with pytest.raises(openai.RateLimitError) as limited:
+        sdk.responses.create(model="glm-5.2", input="[sim:error 4011]")
+    assert limited.value.body["type"] == "rate_limit_error"  # type: ignore[index]
