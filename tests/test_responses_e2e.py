@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from typing import Any
 
@@ -11,6 +13,7 @@ import orjson
 import pytest
 
 from conftest import CLIENT_KEY, Gateway, model_for
+from pngkit import png
 from trae2api.testing import SimulatedTrae
 
 pytestmark = pytest.mark.timeout(30)
@@ -257,3 +260,26 @@ def test_store_false_stream_is_not_kept_and_errors_midflight_are_openai(
     with pytest.raises(openai.RateLimitError) as limited:
         sdk.responses.create(model="glm-5.2", input="[sim:error 4011]")
     assert limited.value.body["type"] == "rate_limit_error"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("dialect", "model"), [("legacy", "claude-3-5-sonnet"), ("agent", "claude-sonnet-4.5")]
+)
+def test_input_image_arrives(start_gateway: Any, dialect: str, model: str) -> None:
+    """An input_image data URL reaches Trae intact on both dialects."""
+    image = png(3, 2)
+    data_url = "data:image/png;base64," + base64.b64encode(image).decode()
+    response = client(start_gateway(upstream_dialect=dialect)).responses.create(
+        model=model,
+        input=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "what is this?"},
+                    {"type": "input_image", "image_url": data_url, "detail": "auto"},
+                ],
+            }
+        ],
+    )
+    digest = hashlib.sha256(image).hexdigest()[:12]
+    assert f"3x2 png sha256:{digest}" in response.output_text

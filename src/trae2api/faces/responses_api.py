@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from trae2api.chat.answer_events import Steps
 from trae2api.errors import ClientDisconnected, NotFound
-from trae2api.faces.anthropic_messages import _known_model, _served_header
+from trae2api.faces.anthropic_messages import known_model, served_header
 from trae2api.faces.anthropic_request import prompt_tokens_estimate
 from trae2api.faces.http_responses import ORJSONResponse, sse_response
 from trae2api.faces.middleware import MODEL_SCOPE_KEY
@@ -83,7 +83,7 @@ async def create_response(
     request.scope[MODEL_SCOPE_KEY] = body.model
     history = _STORE.get(body.previous_response_id)[0] if body.previous_response_id else []
     chat_request = to_chat_request(body, client_name, history)
-    await _known_model(deps, body.model)
+    await known_model(deps, body.model)
     estimate = prompt_tokens_estimate(chat_request)
     shell = ResponseShell(
         id=f"resp_{uuid.uuid4().hex}",
@@ -103,7 +103,7 @@ async def create_response(
         renderer = ResponsesStreamRenderer(shell, estimate)
         chunks = _rendered(renderer, stream.events, items if body.store is not False else None)
         return sse_response(
-            metrics.track_stream(chunks, stream.answer), _served_header(stream.answer.served_model)
+            metrics.track_stream(chunks, stream.answer), served_header(stream.answer.served_model)
         )
     try:
         fold, answer = await deps.chat.complete(
@@ -115,7 +115,7 @@ async def create_response(
     response = response_from(fold, shell, estimate)
     if body.store is not False:
         _STORE.put(response, [*items, *response["output"]])
-    return ORJSONResponse(response, headers=_served_header(answer.served_model))
+    return ORJSONResponse(response, headers=served_header(answer.served_model))
 
 
 @router.get("/v1/responses/{response_id}", response_model=None, summary="Get a stored response")

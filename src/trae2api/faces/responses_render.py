@@ -92,13 +92,15 @@ def reasoning_item(item_id: str, text: str) -> dict[str, Any]:
 
 
 def message_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
-    content = [{"type": "output_text", "text": text, "annotations": []}] if status else []
+    """An assistant message item: its text part once completed, no parts while in progress."""
+    done = status == "completed"
+    content = [{"type": "output_text", "text": text, "annotations": []}] if done else []
     return {
         "id": item_id,
         "type": "message",
         "status": status,
         "role": "assistant",
-        "content": content if status == "completed" else [],
+        "content": content,
     }
 
 
