@@ -12,7 +12,7 @@ import openai
 import orjson
 import pytest
 
-from conftest import CLIENT_KEY, Gateway, model_for
+from conftest import CLIENT_KEY, REDIS_TEST_URL, Gateway, model_for
 from pngkit import png
 from trae2api.testing import SimulatedTrae
 
@@ -283,3 +283,21 @@ def test_input_image_arrives(start_gateway: Any, dialect: str, model: str) -> No
     )
     digest = hashlib.sha256(image).hexdigest()[:12]
     assert f"3x2 png sha256:{digest}" in response.output_text
+
+
+def test_chaining_across_replicas_through_redis(
+    start_gateway: Any, sim: SimulatedTrae, redis_prefix: str
+) -> None:
+    """With REDIS_URL a response stored by one gateway chains on another; without, it does not."""
+    shared = {"redis_url": REDIS_TEST_URL, "redis_key_prefix": redis_prefix}
+    first, second = start_gateway(**shared), start_gateway(**shared)
+    alone = start_gateway()
+    stored = client(first).responses.create(model="gpt-4o", input="remember kiwi")
+    chained = client(second).responses.create(
+        model="gpt-4o", input="and now?", previous_response_id=stored.id
+    )
+    assert "remember kiwi" in json.dumps(sim.control.last_chat()["body"])
+    assert client(second).responses.retrieve(stored.id).output_text == stored.output_text
+    assert chained.previous_response_id == stored.id
+    with pytest.raises(openai.NotFoundError):
+        client(alone).responses.retrieve(stored.id)

@@ -39,6 +39,7 @@ from trae2api.faces import responses_api as responses_routes
 from trae2api.faces.keys import client_key_pairs, warn_short_keys
 from trae2api.faces.middleware import BodyLimit, RequestContext
 from trae2api.faces.ratelimit import build_rate_limiter
+from trae2api.faces.responses_store import RedisResponseStore
 from trae2api.faces.runtime import Deps, Runtime
 from trae2api.faces.security import ClientKeys
 from trae2api.log import secrets_registry
@@ -132,6 +133,8 @@ def build_deps(
     )
     deps = Deps(http, streams, store, account, dialect, catalog, chat, health, attachments)
     deps.credits, deps.balance = credits, balance  # GATE-B (issue 10)
+    if settings.redis_url is not None:  # shared by replicas; else each keeps its own
+        deps.responses = RedisResponseStore(settings.redis_url, prefix=settings.redis_key_prefix)
     return deps
 
 
@@ -315,6 +318,7 @@ def _lifespan(
             await ready.http.aclose()
             await ready.streams.aclose()
             await ready.attachments.aclose()
+            await ready.responses.aclose()
             await ready.dialect.aclose()
             await ready.store.close()
             if runtime.rate_limiter is not None:

@@ -2,7 +2,7 @@
 
 Errors use OpenAI's envelope. The model is looked up in the catalogue first, so an unknown one
 is a 404 on either dialect. Chaining: a completed response's input and output items are kept for
-``RESPONSE_TTL`` seconds (in this process's memory: per replica) unless the request said
+an hour (``responses_store``: per replica, or in Redis with ``REDIS_URL``) unless the request said
 ``store: false``; ``previous_response_id`` prepends them to the new input, and an unknown or
 expired id is a 404. Codex sends ``store: false`` and the whole history each turn.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -19,7 +18,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from trae2api.chat.answer_events import Steps
-from trae2api.errors import ClientDisconnected, NotFound
+from trae2api.errors import ClientDisconnected
 from trae2api.faces.anthropic_messages import known_model, served_header
 from trae2api.faces.anthropic_request import prompt_tokens_estimate
 from trae2api.faces.http_responses import ORJSONResponse, sse_response
@@ -35,41 +34,11 @@ from trae2api.faces.responses_request import (
     input_items,
     to_chat_request,
 )
+from trae2api.faces.responses_store import ResponseStore
 from trae2api.faces.runtime import RuntimeDep, ServicesDep, authenticate
 from trae2api.faces.strict_json import StrictJSONRoute
 
 router = APIRouter(route_class=StrictJSONRoute)
-RESPONSE_TTL = 3600.0
-_MAX_KEPT = 1000
-
-
-class ResponseStore:
-    """Completed responses (their items, and the object for GET) for a while, oldest out first."""
-
-    def __init__(self) -> None:
-        self._kept: OrderedDict[str, tuple[float, list[dict[str, Any]], dict[str, Any]]] = (
-            OrderedDict()
-        )
-
-    def put(self, response: dict[str, Any], items: list[dict[str, Any]]) -> None:
-        self._kept[response["id"]] = (time.monotonic() + RESPONSE_TTL, items, response)
-        while len(self._kept) > _MAX_KEPT:
-            self._kept.popitem(last=False)
-
-    def get(self, response_id: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        kept = self._kept.get(response_id)
-        if kept is None or kept[0] < time.monotonic():
-            self._kept.pop(response_id, None)
-            raise NotFound(
-                f"previous_response_id: no stored response {response_id!r} (responses are kept "
-                f"{int(RESPONSE_TTL)} s by the replica that served them; not with store: false)",
-                param="previous_response_id",
-                code="previous_response_not_found",
-            )
-        return kept[1], kept[2]
-
-
-_STORE = ResponseStore()
 
 
 @router.post("/v1/responses", response_model=None, summary="Create a model response (Responses)")
@@ -81,7 +50,8 @@ async def create_response(
     deps: ServicesDep,
 ) -> Response:
     request.scope[MODEL_SCOPE_KEY] = body.model
-    history = _STORE.get(body.previous_response_id)[0] if body.previous_response_id else []
+    store = deps.responses
+    history = (await store.get(body.previous_response_id))[0] if body.previous_response_id else []
     chat_request = to_chat_request(body, client_name, history)
     await known_model(deps, body.model)
     estimate = prompt_tokens_estimate(chat_request)
@@ -101,7 +71,8 @@ async def create_response(
             time.perf_counter() - started
         )
         renderer = ResponsesStreamRenderer(shell, estimate)
-        chunks = _rendered(renderer, stream.events, items if body.store is not False else None)
+        kept = items if body.store is not False else None
+        chunks = _rendered(renderer, stream.events, store, kept)
         return sse_response(
             metrics.track_stream(chunks, stream.answer), served_header(stream.answer.served_model)
         )
@@ -114,15 +85,15 @@ async def create_response(
     runtime.metrics.queued(answer)
     response = response_from(fold, shell, estimate)
     if body.store is not False:
-        _STORE.put(response, [*items, *response["output"]])
+        await store.put(response, [*items, *response["output"]])
     return ORJSONResponse(response, headers=served_header(answer.served_model))
 
 
 @router.get("/v1/responses/{response_id}", response_model=None, summary="Get a stored response")
 async def get_response(
-    response_id: str, client_name: Annotated[str, Depends(authenticate)]
+    response_id: str, client_name: Annotated[str, Depends(authenticate)], deps: ServicesDep
 ) -> dict[str, Any]:
-    return _STORE.get(response_id)[1]
+    return (await deps.responses.get(response_id))[1]
 
 
 def _echo(body: ResponsesRequest) -> dict[str, Any]:
@@ -147,6 +118,7 @@ def _echo(body: ResponsesRequest) -> dict[str, Any]:
 async def _rendered(
     renderer: ResponsesStreamRenderer,
     events: AsyncIterator[Steps],
+    store: ResponseStore,
     items: list[dict[str, Any]] | None,
 ) -> AsyncIterator[bytes]:
     async for steps in events:
@@ -154,4 +126,4 @@ async def _rendered(
         if out:
             yield out
     if items is not None and renderer.final is not None:
-        _STORE.put(renderer.final, [*items, *renderer.output])
+        await store.put(renderer.final, [*items, *renderer.output])
