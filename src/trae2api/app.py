@@ -35,9 +35,11 @@ from trae2api.faces import openai_chat as chat_routes
 from trae2api.faces import openai_models as model_routes
 from trae2api.faces import probes as health_routes
 from trae2api.faces import prometheus as metrics_routes
+from trae2api.faces import responses_api as responses_routes
 from trae2api.faces.keys import client_key_pairs, warn_short_keys
 from trae2api.faces.middleware import BodyLimit, RequestContext
 from trae2api.faces.ratelimit import build_rate_limiter
+from trae2api.faces.responses_store import RedisResponseStore
 from trae2api.faces.runtime import Deps, Runtime
 from trae2api.faces.security import ClientKeys
 from trae2api.log import secrets_registry
@@ -131,6 +133,8 @@ def build_deps(
     )
     deps = Deps(http, streams, store, account, dialect, catalog, chat, health, attachments)
     deps.credits, deps.balance = credits, balance  # GATE-B (issue 10)
+    if settings.redis_url is not None:  # shared by replicas; else each keeps its own
+        deps.responses = RedisResponseStore(settings.redis_url, prefix=settings.redis_key_prefix)
     return deps
 
 
@@ -314,6 +318,7 @@ def _lifespan(
             await ready.http.aclose()
             await ready.streams.aclose()
             await ready.attachments.aclose()
+            await ready.responses.aclose()
             await ready.dialect.aclose()
             await ready.store.close()
             if runtime.rate_limiter is not None:
@@ -354,6 +359,7 @@ def create_app(settings: Settings, deps: Deps | None = None) -> FastAPI:
         chat_routes.router,
         anthropic_routes.router,
         anthropic_routes.root_router,
+        responses_routes.router,
         model_routes.router,
         health_routes.router,
     )

@@ -47,7 +47,7 @@ async def create_message(
 ) -> Response:
     request.scope[MODEL_SCOPE_KEY] = body.model
     chat_request = to_chat_request(body, client_name)
-    await _known_model(deps, body.model)
+    await known_model(deps, body.model)
     estimate = prompt_tokens_estimate(chat_request)
     message_id = f"msg_{uuid.uuid4().hex[:24]}"
     metrics = runtime.metrics
@@ -61,7 +61,7 @@ async def create_message(
             message_id=message_id, model=body.model, input_estimate=estimate, key=_THINKING_KEY
         )
         chunks = metrics.track_stream(_rendered(renderer, stream.events), stream.answer)
-        return sse_response(chunks, _served_header(stream.answer.served_model))
+        return sse_response(chunks, served_header(stream.answer.served_model))
     try:
         fold, answer = await deps.chat.complete(
             chat_request, is_disconnected=request.is_disconnected
@@ -72,7 +72,7 @@ async def create_message(
     message = message_from(
         fold, message_id=message_id, model=body.model, input_estimate=estimate, key=_THINKING_KEY
     )
-    return ORJSONResponse(message, headers=_served_header(answer.served_model))
+    return ORJSONResponse(message, headers=served_header(answer.served_model))
 
 
 @router.post(
@@ -89,7 +89,7 @@ async def count_tokens(
     earlier tool calls and tool definitions: the ``input_tokens`` a stream's ``message_start``
     reports for the same prompt (Trae has no tokenizer endpoint)."""
     chat_request = to_chat_request(body, client_name)
-    await _known_model(deps, body.model)
+    await known_model(deps, body.model)
     return {"input_tokens": prompt_tokens_estimate(chat_request)}
 
 
@@ -99,7 +99,8 @@ async def head_root() -> Response:
     return Response(status_code=204)
 
 
-async def _known_model(deps: Deps, model: str) -> None:
+async def known_model(deps: Deps, model: str) -> None:
+    """A 404 naming the model unless the catalogue lists it (on both dialects)."""
     if await deps.catalog.find(model) is None:
         raise NotFound(
             f"model: {model!r} is not a model of this Trae account; GET /v1/models lists them",
@@ -117,6 +118,6 @@ async def _rendered(
             yield out
 
 
-def _served_header(served_model: str | None) -> dict[str, str]:
+def served_header(served_model: str | None) -> dict[str, str]:
     # Agent dialect §5: timing_cost names the model that actually served the request.
     return {"x-trae-served-model": served_model} if served_model else {}

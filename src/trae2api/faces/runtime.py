@@ -24,6 +24,7 @@ from trae2api.chat.service import ChatService
 from trae2api.config import Settings
 from trae2api.errors import ApiError, ShuttingDown
 from trae2api.faces.ratelimit import RateLimiter
+from trae2api.faces.responses_store import MemoryResponseStore, ResponseStore
 from trae2api.faces.security import CLIENT_SCOPE_KEY, ClientKeys, identify
 from trae2api.process.shutdown import Drain
 from trae2api.status.credits import Credits
@@ -50,6 +51,8 @@ class Deps:
     # GATE-B (issue 10): the credits last reported, and the account host's balance query.
     credits: Credits | None = None
     balance: BalanceClient | None = None
+    # Responses kept for previous_response_id (issue 12); app.py puts them in Redis with REDIS_URL.
+    responses: ResponseStore = field(default_factory=MemoryResponseStore)
 
     async def probe(self) -> None:
         """Ask Trae for the model list now (readiness), bypassing the catalogue's cache."""
