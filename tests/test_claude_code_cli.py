@@ -8,8 +8,6 @@ It runs headless on loopback only, as ``docs/clients-observed.md`` §2.1 describ
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import orjson
 import pytest
 
 from conftest import CLIENT_KEY, Gateway, model_for
+from npmkit import npm_binary
 from trae2api.testing import SimulatedTrae
 
 pytestmark = [
@@ -30,43 +29,7 @@ PACKAGE = "@anthropic-ai/claude-code"
 @pytest.fixture(scope="session")
 def claude_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The ``claude`` binary, installed from npm into the CLI directory if it is not there."""
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.skip("npm is not installed: cannot fetch the Claude Code CLI")
-    where = os.environ.get("TRAE2API_CLI_DIR")
-    prefix = Path(where) if where else tmp_path_factory.mktemp("clis")
-    binary = prefix / "node_modules" / ".bin" / "claude"
-    if binary.exists():
-        return binary
-    if problem := registry_problem(npm):
-        pytest.skip(f"the npm registry is unreachable: {problem}")
-    version = os.environ.get("TRAE2API_CLAUDE_CODE_VERSION", "latest")
-    options = ["--prefix", str(prefix), "--no-audit", "--no-fund", "--loglevel=error"]
-    install = subprocess.run(
-        [npm, "install", *options, f"{PACKAGE}@{version}"],
-        capture_output=True,
-        text=True,
-        timeout=800,
-        check=False,
-    )
-    assert install.returncode == 0, f"npm install {PACKAGE} failed: {install.stderr[-2000:]}"
-    assert binary.exists(), f"npm installed {PACKAGE} but {binary} is missing"
-    return binary
-
-
-def registry_problem(npm: str) -> str | None:
-    """Why ``npm ping`` fails (no retries, 20 s at most), or None when the registry answers."""
-    command = [npm, "ping", "--fetch-retries=0", "--fetch-timeout=15000"]
-    try:
-        ping = subprocess.run(command, capture_output=True, text=True, timeout=20, check=False)
-    except subprocess.TimeoutExpired:
-        return "npm ping did not answer within 20 s"
-    if ping.returncode == 0:
-        return None
-    reasons = [
-        line for line in ping.stderr.splitlines() if "FetchError" in line or " code " in line
-    ]
-    return "; ".join(reasons)[:300] or "npm ping failed"
+    return npm_binary(tmp_path_factory, PACKAGE, "claude", "TRAE2API_CLAUDE_CODE_VERSION")
 
 
 def run_claude(binary: Path, gateway: Gateway, home: Path, model: str, prompt: str) -> Any:

@@ -8,8 +8,6 @@ It runs headless on loopback only, as ``docs/clients-observed.md`` §3.1 describ
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,38 +16,17 @@ import orjson
 import pytest
 
 from conftest import CLIENT_KEY, Gateway, model_for
-from test_claude_code_cli import registry_problem
+from npmkit import npm_binary
 from trae2api.testing import SimulatedTrae
 
-pytestmark = pytest.mark.timeout(900)  # the first test also installs the CLI
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # the first test installs the CLI
 PACKAGE = "@openai/codex"
 
 
 @pytest.fixture(scope="session")
 def codex_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The ``codex`` binary, installed from npm into the CLI directory if it is not there."""
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.skip("npm is not installed: cannot fetch the Codex CLI")
-    where = os.environ.get("TRAE2API_CLI_DIR")
-    prefix = Path(where) if where else tmp_path_factory.mktemp("codex")
-    binary = prefix / "node_modules" / ".bin" / "codex"
-    if binary.exists():
-        return binary
-    if problem := registry_problem(npm):
-        pytest.skip(f"the npm registry is unreachable: {problem}")
-    version = os.environ.get("TRAE2API_CODEX_VERSION", "latest")
-    options = ["--prefix", str(prefix), "--no-audit", "--no-fund", "--loglevel=error"]
-    install = subprocess.run(
-        [npm, "install", *options, f"{PACKAGE}@{version}"],
-        capture_output=True,
-        text=True,
-        timeout=800,
-        check=False,
-    )
-    assert install.returncode == 0, f"npm install {PACKAGE} failed: {install.stderr[-2000:]}"
-    assert binary.exists(), f"npm installed {PACKAGE} but {binary} is missing"
-    return binary
+    return npm_binary(tmp_path_factory, PACKAGE, "codex", "TRAE2API_CODEX_VERSION")
 
 
 def run_codex(binary: Path, gateway: Gateway, home: Path, model: str, prompt: str) -> list[Any]:
