@@ -14,7 +14,7 @@ import structlog
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from trae2api.chat.answer_events import Steps
+from trae2api.chat.service import ChatStream
 from trae2api.errors import ClientDisconnected, InvalidRequest
 from trae2api.faces.http_responses import ORJSONResponse, sse_response
 from trae2api.faces.middleware import MODEL_SCOPE_KEY
@@ -22,6 +22,7 @@ from trae2api.faces.openai_render import OpenAIChatRenderer, completion_from
 from trae2api.faces.runtime import RuntimeDep, ServicesDep, authenticate
 from trae2api.faces.schemas import ChatCompletionRequest
 from trae2api.faces.strict_json import StrictJSONRoute
+from trae2api.status.metrics import Metrics
 from trae2api.wire.translate import ChatRequest, ReasoningMode, turns_from_messages
 
 log = structlog.get_logger(__name__)
@@ -128,7 +129,7 @@ async def chat_completions(
         renderer = OpenAIChatRenderer(
             _completion_id(), int(time.time()), chat_request.model, chat_request.include_usage
         )
-        chunks = metrics.track_stream(_rendered(renderer, stream.events), stream.answer)
+        chunks = _rendered(renderer, stream, metrics)
         return sse_response(chunks, _served_header(stream.answer.served_model))
     try:
         fold, answer = await deps.chat.complete(
@@ -144,12 +145,20 @@ async def chat_completions(
 
 
 async def _rendered(
-    renderer: OpenAIChatRenderer, events: AsyncIterator[Steps]
+    renderer: OpenAIChatRenderer, stream: ChatStream, metrics: Metrics
 ) -> AsyncIterator[bytes]:
-    async for steps in events:
-        out = renderer.render(steps)
-        if out:
-            yield out
+    """The response body: the events rendered a read at a time, counted as an active stream."""
+    events = stream.events
+    metrics.active_streams.inc()
+    try:
+        async for steps in events:
+            out = renderer.render(steps)
+            if out:
+                yield out
+    finally:
+        metrics.active_streams.dec()
+        metrics.queued(stream.answer)
+        await events.aclose()  # ends the upstream read now, not when garbage collected
 
 
 def _completion_id() -> str:
