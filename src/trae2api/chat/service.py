@@ -158,9 +158,9 @@ class ChatService:
         (the 1001 refresh included) are decided here, before the first answer byte and within
         one deadline, ``UPSTREAM_READ_TIMEOUT``, for all attempts together (protocol §7).
         """
-        loop = asyncio.get_running_loop()
-        control = ChatControl(tick, loop.time() + self._tuning.first_byte_timeout)
         plan = _Plan(await self._account.access_token())
+        deadline = asyncio.get_running_loop().time() + self._tuning.first_byte_timeout
+        control = ChatControl(tick, deadline)
         device = self._account.device
         sent = False
         try:
@@ -247,15 +247,12 @@ class ChatService:
         await self._back_off(exc, plan.attempt, control.deadline)
 
     async def _back_off(self, exc: UpstreamError, attempt: int, deadline: float) -> None:
-        # Protocol §7 and dialect §7 (3003): retried with backoff before the first byte.
+        # Protocol §7 and dialect §7 (3003): retried with backoff before the first byte, while
+        # the first-byte deadline lasts; past it, the last failure is the answer.
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise exc
         delay = self._tuning.retry_base_delay * 2 ** (attempt - 1)
-        if asyncio.get_running_loop().time() + delay >= deadline:
-            raise UpstreamUnavailable(
-                "Trae did not answer within UPSTREAM_READ_TIMEOUT, retries included; "
-                f"last: {exc.message}",
-                status=504,
-                code="upstream_timeout",
-            ) from exc
         log.info(
             "upstream_retry",
             attempt=attempt,
@@ -264,7 +261,7 @@ class ChatService:
             delay=delay,
             **trae_fields(exc),
         )
-        await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311
+        await asyncio.sleep(min(delay * (0.5 + random.random()), remaining))  # noqa: S311
 
     def _explain(self, code: int, message: str) -> UpstreamRejected:
         """The one place a Trae rejection gains what the gateway knows about it (dialect §7)."""

@@ -242,6 +242,7 @@ class StreamResponse:
             body = parser.take_body()
             if body:
                 yield body
+                continue  # more may have come (and ended the body) while the caller held it
             if parser.complete:
                 return
             if conn.error is not None or conn.closed:
