@@ -62,8 +62,9 @@ class ChatTuning:
 
 @dataclass
 class ChatStream:
-    """A started stream: its neutral events, and the answer it is filling (response headers)."""
+    """A started stream: its first events, the rest, and the answer it is filling."""
 
+    first: Steps
     events: AsyncGenerator[Steps, None]
     answer: Answer
 
@@ -131,16 +132,11 @@ class ChatService:
         return fold, answer
 
     async def open_stream(self, request: ChatRequest) -> ChatStream:
-        """Start a stream; errors before its first event raise here, later ones come in-band.
-
-        ``_events`` yields an empty step list just before its first event: consuming it here
-        runs the request up to that event without taking it from the stream.
-        """
+        """Start a stream; errors before its first event raise here, later ones come in-band."""
         body = await self._body(request)  # first: in auto mode it settles the dialect
         answer = self._answer(request)
         events = self._events(request, answer, body, self._tuning.keepalive_interval)
-        await events.asend(None)  # runs up to the first event, which it holds back for us
-        return ChatStream(events, answer)
+        return ChatStream(await anext(events), events, answer)
 
     async def _events(
         self,
@@ -171,9 +167,7 @@ class ChatService:
                         async for events in stream:
                             steps, failure = self._read(answer, events, control)
                             if steps:
-                                if not sent:
-                                    sent = True
-                                    yield []  # open_stream's first step: the stream has begun
+                                sent = True
                                 yield steps
                             if failure is not None:
                                 raise failure

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
 import structlog
@@ -23,6 +23,7 @@ from trae2api.faces.runtime import RuntimeDep, ServicesDep, authenticate
 from trae2api.faces.schemas import ChatCompletionRequest
 from trae2api.faces.strict_json import StrictJSONRoute
 from trae2api.status.metrics import Metrics
+from trae2api.wire.sse import DONE
 from trae2api.wire.translate import ChatRequest, ReasoningMode, turns_from_messages
 
 log = structlog.get_logger(__name__)
@@ -130,7 +131,7 @@ async def chat_completions(
             _completion_id(), int(time.time()), chat_request.model, chat_request.include_usage
         )
         chunks = _rendered(renderer, stream, metrics)
-        return sse_response(chunks, _served_header(stream.answer.served_model))
+        return sse_response(chunks, _served_header(stream.answer.served_model), last=DONE)
     try:
         fold, answer = await deps.chat.complete(
             chat_request, is_disconnected=request.is_disconnected
@@ -146,11 +147,14 @@ async def chat_completions(
 
 async def _rendered(
     renderer: OpenAIChatRenderer, stream: ChatStream, metrics: Metrics
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The response body: the events rendered a read at a time, counted as an active stream."""
     events = stream.events
     metrics.active_streams.inc()
     try:
+        out = renderer.render(stream.first)
+        if out:
+            yield out
         async for steps in events:
             out = renderer.render(steps)
             if out:
