@@ -153,21 +153,26 @@ async def event_batches(
         watch = control.watch
         with mapped_transport_errors("reading the chat stream"):
             try:
+                stop = None
                 async for raw in response.chunks(control):
                     if not raw:
                         yield []
                         continue
                     events = parser.feed(raw)
+                    stop = watch(events) if events and watch is not None else None
+                    if stop is not None:
+                        break
                     if events:
-                        stop = watch(events) if watch is not None else None
-                        if stop is not None:
-                            if stop[0]:
-                                yield events[: stop[0]]
-                            raise stop[1]
                         yield events
-                tail = parser.close()
-                if tail:
-                    yield tail
+                else:
+                    events = parser.close()  # the last event may lack its blank line
+                    stop = watch(events) if events and watch is not None else None
+                    if events and stop is None:
+                        yield events
+                if stop is not None:  # the selector stops the stream at an error (dialect §7)
+                    if stop[0]:
+                        yield events[: stop[0]]
+                    raise stop[1]
             except SSEProtocolError as exc:
                 raise UpstreamUnavailable(f"Trae sent a malformed event stream: {exc}") from exc
     finally:
