@@ -209,3 +209,15 @@ def test_chat_fault_from_the_admin_api(sim: SimulatedTrae, gateway: Gateway) -> 
         second = chat(http, "hi", stream=True)
     assert (first.kind, first.code) == ("in-band", "upstream_unreachable")
     assert (second.kind, second.content) == ("ok", ANSWER)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_one_first_byte_deadline_covers_every_retry(start_gateway: Any, stream: bool) -> None:
+    """A stall before headers ends after about one UPSTREAM_READ_TIMEOUT, retries included."""
+    gateway: Gateway = start_gateway(upstream_read_timeout=READ_TIMEOUT, upstream_retries=2)
+    with gateway.http() as http:
+        outcome = chat(http, "hi [sim:fault stall-headers 5]", stream=stream)
+    print(f"first-byte deadline {outcome.brief()} {outcome.seconds:6.3f}s")
+    assert (outcome.kind, outcome.status, outcome.code) == error(504, "upstream_timeout")
+    # Three attempts of READ_TIMEOUT each, plus backoffs, would take over 1.5 s.
+    assert outcome.seconds < 3 * READ_TIMEOUT

@@ -111,6 +111,7 @@ def build_deps(
         retries=settings.upstream_retries,
         queue_timeout=settings.queue_timeout,
         keepalive_interval=settings.keepalive_interval,
+        first_byte_timeout=settings.upstream_read_timeout,
     )
     # GATE-B (issue 10): credits (dialect §7) from notify_usage and the balance endpoint.
     credits = Credits(low_threshold=settings.credits_low_threshold, metrics=metrics)

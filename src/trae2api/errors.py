@@ -230,10 +230,6 @@ class ResponseError(GatewayError):
     """The upstream's bytes are not an HTTP/1.1 response we can read."""
 
 
-class StaleConnection(GatewayError):
-    """A reused connection died before answering a byte: the peer had already closed it."""
-
-
 class SSEProtocolError(GatewayError, ValueError):
     """The stream broke a hard limit (a line longer than ``max_line_bytes``)."""
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -21,7 +20,7 @@ from trae2api.chat.catalogue import AliasTable
 from trae2api.config import DEFAULT_MULTI_MEDIA_ITEM
 from trae2api.errors import ApiError, InvalidRequest, UpstreamRejected
 from trae2api.upstream.agent_client import AgentClient
-from trae2api.upstream.client import TraeClient
+from trae2api.upstream.client import ChatControl, TraeClient
 from trae2api.upstream.upload_answers import UploadedImage
 from trae2api.wire import bridge
 from trae2api.wire.agent_body import (
@@ -49,7 +48,8 @@ _WORKSPACES = {
     "Linux": "/home/trae/workspace",
 }
 
-EventStream = AbstractAsyncContextManager[AsyncIterator[list[SSEEvent]]]
+# The chat stream's events a network read at a time, ``[]`` per tick of silence.
+EventStream = AsyncGenerator[list[SSEEvent], None]
 
 
 class Uploader(Protocol):
@@ -81,7 +81,11 @@ class Dialect(Protocol):
     ) -> dict[str, Any]: ...
 
     def open_chat(
-        self, body: dict[str, Any], access_token: str, device: DeviceIdentity
+        self,
+        body: dict[str, Any],
+        access_token: str,
+        device: DeviceIdentity,
+        control: ChatControl,
     ) -> EventStream: ...
 
     async def catalogue(
@@ -173,9 +177,13 @@ class LegacyDialect:
         return [Turn("system", instruction), *turns]
 
     def open_chat(
-        self, body: dict[str, Any], access_token: str, device: DeviceIdentity
+        self,
+        body: dict[str, Any],
+        access_token: str,
+        device: DeviceIdentity,
+        control: ChatControl,
     ) -> EventStream:
-        return self._client.chat(body, access_token, device)
+        return self._client.chat(body, access_token, device, control)
 
     async def _trae_model(self, model: str, device: DeviceIdentity) -> str:
         """The Trae name; ``auto`` is the account's default model, as on the agent dialect."""
@@ -328,9 +336,13 @@ class AgentDialect:
         return listed is None or self._clock() - listed >= self._relist_after
 
     def open_chat(
-        self, body: dict[str, Any], access_token: str, device: DeviceIdentity
+        self,
+        body: dict[str, Any],
+        access_token: str,
+        device: DeviceIdentity,
+        control: ChatControl,
     ) -> EventStream:
-        return self._client.chat(body, access_token, device)
+        return self._client.chat(body, access_token, device, control)
 
     async def probe(self, access_token: str, device: DeviceIdentity) -> Probe:
         return await self._client.probe(access_token, device)

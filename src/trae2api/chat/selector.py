@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal, Protocol
 
 import orjson
@@ -28,7 +28,8 @@ from trae2api.auth.credentials import DeviceIdentity
 from trae2api.chat.attachments import TurnImages
 from trae2api.chat.catalogue import AliasTable, empty_table_message
 from trae2api.chat.dialect import Dialect, EventStream
-from trae2api.errors import RouteAbsent, UpstreamRejected, UpstreamUnavailable
+from trae2api.errors import ApiError, RouteAbsent, UpstreamRejected, UpstreamUnavailable
+from trae2api.upstream.client import ChatControl
 from trae2api.wire.agent_body import Probe
 from trae2api.wire.sse import SSEEvent
 from trae2api.wire.translate import ChatRequest
@@ -231,9 +232,17 @@ class DialectSelector:
         return await (await self.current()).body(request, device, images)
 
     def open_chat(
-        self, body: dict[str, Any], access_token: str, device: DeviceIdentity
+        self,
+        body: dict[str, Any],
+        access_token: str,
+        device: DeviceIdentity,
+        control: ChatControl,
     ) -> EventStream:
-        return self._observed_chat(self._for_body(body), body, access_token, device)
+        dialect = self._for_body(body)
+        # Plain calls from the read itself, not a wrapping generator: no re-yield per read.
+        control.watch = partial(self._watch, dialect.name)
+        control.on_absent = partial(self._absent, dialect.name)
+        return dialect.open_chat(body, access_token, device, control)
 
     def _for_body(self, body: dict[str, Any]) -> Dialect:
         """The dialect that built ``body`` (the choice may have changed since)."""
@@ -245,33 +254,21 @@ class DialectSelector:
             return self._legacy[0]
         return next((d for d in self._agents if d.name == wanted), current)
 
-    @asynccontextmanager
-    async def _observed_chat(
-        self, dialect: Dialect, body: dict[str, Any], access_token: str, device: DeviceIdentity
-    ) -> AsyncIterator[AsyncIterator[list[SSEEvent]]]:
-        try:
-            async with dialect.open_chat(body, access_token, device) as batches:
-                yield self._watched(dialect, batches)
-        except RouteAbsent as exc:
-            self._suspect(f"the {dialect.name} chat answered: {exc.message}")
-            raise
+    def _absent(self, dialect: str, exc: RouteAbsent) -> None:
+        self._suspect(f"the {dialect} chat answered: {exc.message}")
 
-    async def _watched(
-        self, dialect: Dialect, batches: AsyncIterator[list[SSEEvent]]
-    ) -> AsyncIterator[list[SSEEvent]]:
-        async for events in batches:
-            if self._suspicions and any(event.event == "output" for event in events):
-                self._suspicions = 0
-            for position, event in enumerate(events):
-                if event.event == "error":
-                    code, message = _error_code(event.data)
-                    if code == 4001 and self.table_empty:
-                        if position:
-                            yield events[:position]
-                        raise self._stale_table(message)
-                    if dialect.name == "legacy" and code in _LEGACY_DEAD_CODES:
-                        self._suspect(f"the legacy chat answered code {code}")
-            yield events
+    def _watch(self, dialect: str, events: list[SSEEvent]) -> tuple[int, ApiError] | None:
+        """One read's events: a stale table's 4001 stops there; dead legacy codes add up."""
+        if self._suspicions and any(event.event == "output" for event in events):
+            self._suspicions = 0
+        for position, event in enumerate(events):
+            if event.event == "error":
+                code, message = _error_code(event.data)
+                if code == 4001 and self.table_empty:
+                    return position, self._stale_table(message)
+                if dialect == "legacy" and code in _LEGACY_DEAD_CODES:
+                    self._suspect(f"the legacy chat answered code {code}")
+        return None
 
     def _stale_table(self, message: str) -> UpstreamRejected:
         detail = f"Trae error 4001: {message}" if message else "Trae error 4001"

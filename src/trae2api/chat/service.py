@@ -11,8 +11,9 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import structlog
@@ -25,6 +26,7 @@ from trae2api.chat.dialect import Dialect
 from trae2api.errors import (
     ApiError,
     ClientDisconnected,
+    QueueTimeout,
     ReauthRequired,
     ShuttingDown,
     UpstreamError,
@@ -37,7 +39,9 @@ from trae2api.process.shutdown import SHUTDOWN_MESSAGE, Drain
 from trae2api.status.credits import Credits
 from trae2api.status.health import UpstreamHealth
 from trae2api.status.metrics import Metrics
+from trae2api.upstream.client import ChatControl
 from trae2api.wire.events import CreditsReport, Delta, Failure, Finished, Item, interpret
+from trae2api.wire.sse import SSEEvent
 from trae2api.wire.translate import ChatRequest
 
 log = structlog.get_logger(__name__)
@@ -53,13 +57,15 @@ class ChatTuning:
     queue_timeout: float = 120.0
     keepalive_interval: float = 15.0
     retry_base_delay: float = 0.25
+    first_byte_timeout: float = 120.0  # UPSTREAM_READ_TIMEOUT: all attempts together
 
 
 @dataclass
 class ChatStream:
-    """A started stream: its neutral events, and the answer it is filling (response headers)."""
+    """A started stream: its first events, the rest, and the answer it is filling."""
 
-    events: AsyncIterator[Steps]
+    first: Steps
+    events: AsyncGenerator[Steps, None]
     answer: Answer
 
 
@@ -130,8 +136,7 @@ class ChatService:
         body = await self._body(request)  # first: in auto mode it settles the dialect
         answer = self._answer(request)
         events = self._events(request, answer, body, self._tuning.keepalive_interval)
-        first = await events.__anext__()
-        return ChatStream(_prepend(first, events), answer)
+        return ChatStream(await anext(events), events, answer)
 
     async def _events(
         self,
@@ -142,17 +147,39 @@ class ChatService:
         *,
         in_band: bool = True,
     ) -> AsyncGenerator[Steps, None]:
-        """The neutral answer events, per upstream read; ends with ``Finish`` or ``Failed``."""
-        batches = self._relay(self._items(body), tick)
+        """The neutral answer events, per upstream read; ends with ``Finish`` or ``Failed``.
+
+        One generator from the upstream read to the face, no task between: a tick of silence
+        is an empty read (a keepalive), shutdown interrupts the read in progress, and retries
+        (the 1001 refresh included) are decided here, before the first answer byte and within
+        one deadline, ``UPSTREAM_READ_TIMEOUT``, for all attempts together (protocol §7).
+        """
+        plan = _Plan(await self._account.access_token())
+        deadline = asyncio.get_running_loop().time() + self._tuning.first_byte_timeout
+        control = ChatControl(tick, deadline)
+        device = self._account.device
         sent = False
         try:
-            async for batch in batches:
-                steps = answer.steps(batch)
-                if steps:
-                    sent = True
-                    yield steps
-                if answer.done:
-                    break
+            with self._drain.watch(partial(_shut, control)):
+                while True:
+                    stream = self._dialect.open_chat(body, plan.token, device, control)
+                    try:
+                        async for events in stream:
+                            steps, failure = self._read(answer, events, control)
+                            if steps:
+                                sent = True
+                                yield steps
+                            if failure is not None:
+                                raise failure
+                            if answer.done:
+                                break
+                        if control.deadline is not None:  # nothing produced: not an answer
+                            raise UpstreamUnavailable("Trae ended the stream without an answer")
+                        break
+                    except ApiError as exc:
+                        await self._settle(exc, plan, control)  # raises, or try again
+                    finally:
+                        await stream.aclose()
         except ApiError as exc:
             if not (in_band and sent):
                 raise
@@ -161,48 +188,64 @@ class ChatService:
             )
             yield [[Failed(exc)]]
             return
-        finally:
-            await batches.aclose()
         yield [answer.closing(_prompt_text(request))]
 
-    async def _items(self, body: dict[str, Any]) -> AsyncIterator[list[Item]]:
-        """Upstream items for one request, with retries while nothing has been produced."""
-        attempt, refreshed = 0, False
-        token = await self._account.access_token()
-        while True:
-            produced = False
-            try:
-                async for batch in self._attempt(body, token):
-                    produced = produced or any(isinstance(i, Delta | Finished) for i in batch)
-                    yield batch
-                if not produced:
-                    raise UpstreamUnavailable("Trae ended the stream without an answer")
-                return
-            except UpstreamError as exc:
-                if isinstance(exc, UpstreamUnavailable):
-                    self._health.failure(exc.message)
-                if produced:
-                    raise
-                if isinstance(exc, UpstreamRejected) and exc.upstream_code == 1001:
-                    if refreshed:
-                        raise ReauthRequired(
-                            "Trae refused a freshly refreshed access token; the operator must "
-                            "log in to Trae again and update REFRESH_TOKEN"
-                        ) from exc
-                    token, refreshed = await self._account.refresh_after_rejection(token), True
-                    continue
-                if not exc.retryable:
-                    raise
-                attempt += 1
-                if attempt <= self._tuning.retries:
-                    await self._back_off(exc, attempt)
-                elif isinstance(exc, UpstreamRejected):
-                    raise _gave_up(exc, attempt) from exc
-                else:
-                    raise
+    def _read(
+        self, answer: Answer, events: list[SSEEvent], control: ChatControl
+    ) -> tuple[Steps, UpstreamRejected | None]:
+        """One upstream read's steps (``[]``: a tick of silence), and the error it ended on."""
+        if not events:
+            return answer.steps(None), None
+        items: list[Item] = []
+        failure = None
+        for event in events:
+            item = interpret(event)
+            if isinstance(item, Failure):
+                failure = self._explain(item.code, item.message)
+                break  # what came before the error still counts
+            if isinstance(item, CreditsReport):
+                self._credit(item)
+            elif item is not None:
+                items.append(item)
+        if control.deadline is not None and any(isinstance(i, Delta | Finished) for i in items):
+            control.deadline = None  # the first answer byte: no more retries from here on
+            self._health.success()
+        return (answer.steps(items) if items else []), failure
 
-    async def _back_off(self, exc: UpstreamError, attempt: int) -> None:
-        # Protocol §7 and dialect §7 (3003): retried with backoff before the first byte.
+    async def _settle(self, exc: ApiError, plan: _Plan, control: ChatControl) -> None:
+        """The one place retries are decided: raise ``exc`` (or what it means), or return to
+        try again (before the first answer byte, within the first-byte deadline)."""
+        if isinstance(exc, ShuttingDown | QueueTimeout):
+            raise exc  # the gateway's own ending, not the upstream's
+        self._metrics.upstream_error(exc)
+        if not isinstance(exc, UpstreamError):
+            raise exc
+        if isinstance(exc, UpstreamUnavailable):
+            self._health.failure(exc.message)
+        if control.deadline is None:
+            raise exc  # after the first byte: in-band
+        if isinstance(exc, UpstreamRejected) and exc.upstream_code == 1001:
+            if plan.refreshed:
+                raise ReauthRequired(
+                    "Trae refused a freshly refreshed access token; the operator must "
+                    "log in to Trae again and update REFRESH_TOKEN"
+                ) from exc
+            plan.token = await self._account.refresh_after_rejection(plan.token)
+            plan.refreshed = True
+            return
+        if not exc.retryable:
+            raise exc
+        plan.attempt += 1
+        if plan.attempt > self._tuning.retries:
+            raise _gave_up(exc, plan.attempt) if isinstance(exc, UpstreamRejected) else exc
+        await self._back_off(exc, plan.attempt, control.deadline)
+
+    async def _back_off(self, exc: UpstreamError, attempt: int, deadline: float) -> None:
+        # Protocol §7 and dialect §7 (3003): retried with backoff before the first byte, while
+        # the first-byte deadline lasts; past it, the last failure is the answer.
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise exc
         delay = self._tuning.retry_base_delay * 2 ** (attempt - 1)
         log.info(
             "upstream_retry",
@@ -212,29 +255,7 @@ class ChatService:
             delay=delay,
             **trae_fields(exc),
         )
-        await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311
-
-    async def _attempt(self, body: dict[str, Any], token: str) -> AsyncIterator[list[Item]]:
-        try:
-            async with self._dialect.open_chat(body, token, self._account.device) as batches:
-                self._health.success()
-                async for events in batches:
-                    items: list[Item] = []
-                    for event in events:
-                        item = interpret(event)
-                        if isinstance(item, Failure):
-                            if items:
-                                yield items  # what came before the error still counts
-                            raise self._explain(item.code, item.message)
-                        if isinstance(item, CreditsReport):
-                            self._credit(item)
-                        elif item is not None:
-                            items.append(item)
-                    if items:
-                        yield items
-        except ApiError as exc:
-            self._metrics.upstream_error(exc)
-            raise
+        await asyncio.sleep(min(delay * (0.5 + random.random()), remaining))  # noqa: S311
 
     def _explain(self, code: int, message: str) -> UpstreamRejected:
         """The one place a Trae rejection gains what the gateway knows about it (dialect §7)."""
@@ -250,52 +271,14 @@ class ChatService:
                 report.ide_credits, report.work_credits, report.billing_mode
             )
 
-    async def _relay(
-        self, batches: AsyncIterator[list[Item]], tick: float
-    ) -> AsyncGenerator[list[Item] | None, None]:
-        """Batches as they come, and ``None`` after every ``tick`` seconds of silence.
 
-        The upstream is read by its own task so that a silent upstream can be waited on
-        with a timeout without cancelling (and so losing) the read in progress.
-        """
-        queue: asyncio.Queue[list[Item] | _End] = asyncio.Queue()
+@dataclass(slots=True)
+class _Plan:
+    """Where a chat's attempts stand: the access token, the refresh spent, retries made."""
 
-        async def pump() -> None:
-            try:
-                async for batch in batches:
-                    queue.put_nowait(batch)
-            except Exception as exc:
-                queue.put_nowait(_End(exc))
-            else:
-                queue.put_nowait(_End(None))
-
-        def stop() -> None:
-            # SHUTDOWN_GRACE ran out: end this chat as an error (in-band once streaming).
-            queue.put_nowait(_End(ShuttingDown(SHUTDOWN_MESSAGE)))
-
-        task = asyncio.create_task(pump())
-        try:
-            with self._drain.watch(stop):
-                while True:
-                    try:
-                        async with asyncio.timeout(tick):
-                            got = await queue.get()
-                    except TimeoutError:
-                        yield None
-                        continue
-                    if isinstance(got, _End):
-                        if got.error is not None:
-                            raise got.error
-                        return
-                    yield got
-        finally:
-            # Cancelling the reader closes the upstream response (client gone or answer done).
-            task.cancel()
-
-
-@dataclass(frozen=True, slots=True)
-class _End:
-    error: Exception | None
+    token: str
+    refreshed: bool = False
+    attempt: int = 0
 
 
 def _gave_up(exc: UpstreamRejected, attempts: int) -> UpstreamRejected:
@@ -304,10 +287,9 @@ def _gave_up(exc: UpstreamRejected, attempts: int) -> UpstreamRejected:
     return from_business_code(code, exc.trae_message, note=f"tried {attempts} times")
 
 
-async def _prepend(first: Steps, rest: AsyncIterator[Steps]) -> AsyncIterator[Steps]:
-    yield first
-    async for chunk in rest:
-        yield chunk
+def _shut(control: ChatControl) -> None:
+    # SHUTDOWN_GRACE ran out: end this chat as an error (in-band once streaming).
+    control.interrupt(ShuttingDown(SHUTDOWN_MESSAGE))
 
 
 def _call_id() -> str:

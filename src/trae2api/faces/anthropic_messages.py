@@ -11,13 +11,11 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from trae2api.chat.answer_events import Steps
 from trae2api.errors import ClientDisconnected, NotFound
 from trae2api.faces.anthropic_render import AnthropicStreamRenderer, message_from
 from trae2api.faces.anthropic_request import (
@@ -29,6 +27,7 @@ from trae2api.faces.anthropic_request import (
 from trae2api.faces.http_responses import ORJSONResponse, sse_response
 from trae2api.faces.middleware import MODEL_SCOPE_KEY
 from trae2api.faces.runtime import Deps, RuntimeDep, ServicesDep, authenticate
+from trae2api.faces.streaming import rendered_body
 from trae2api.faces.strict_json import StrictJSONRoute
 
 router = APIRouter(route_class=StrictJSONRoute)
@@ -60,7 +59,7 @@ async def create_message(
         renderer = AnthropicStreamRenderer(
             message_id=message_id, model=body.model, input_estimate=estimate, key=_THINKING_KEY
         )
-        chunks = metrics.track_stream(_rendered(renderer, stream.events), stream.answer)
+        chunks = rendered_body(renderer.render, stream, metrics)
         return sse_response(chunks, served_header(stream.answer.served_model))
     try:
         fold, answer = await deps.chat.complete(
@@ -107,15 +106,6 @@ async def known_model(deps: Deps, model: str) -> None:
             param="model",
             code="model_not_found",
         )
-
-
-async def _rendered(
-    renderer: AnthropicStreamRenderer, events: AsyncIterator[Steps]
-) -> AsyncIterator[bytes]:
-    async for steps in events:
-        out = renderer.render(steps)
-        if out:
-            yield out
 
 
 def served_header(served_model: str | None) -> dict[str, str]:

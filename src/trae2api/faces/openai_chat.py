@@ -7,21 +7,21 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from trae2api.chat.answer_events import Steps
 from trae2api.errors import ClientDisconnected, InvalidRequest
 from trae2api.faces.http_responses import ORJSONResponse, sse_response
 from trae2api.faces.middleware import MODEL_SCOPE_KEY
 from trae2api.faces.openai_render import OpenAIChatRenderer, completion_from
 from trae2api.faces.runtime import RuntimeDep, ServicesDep, authenticate
 from trae2api.faces.schemas import ChatCompletionRequest
+from trae2api.faces.streaming import rendered_body
 from trae2api.faces.strict_json import StrictJSONRoute
+from trae2api.wire.sse import DONE
 from trae2api.wire.translate import ChatRequest, ReasoningMode, turns_from_messages
 
 log = structlog.get_logger(__name__)
@@ -128,8 +128,8 @@ async def chat_completions(
         renderer = OpenAIChatRenderer(
             _completion_id(), int(time.time()), chat_request.model, chat_request.include_usage
         )
-        chunks = metrics.track_stream(_rendered(renderer, stream.events), stream.answer)
-        return sse_response(chunks, _served_header(stream.answer.served_model))
+        chunks = rendered_body(renderer.render, stream, metrics)
+        return sse_response(chunks, _served_header(stream.answer.served_model), last=DONE)
     try:
         fold, answer = await deps.chat.complete(
             chat_request, is_disconnected=request.is_disconnected
@@ -141,15 +141,6 @@ async def chat_completions(
         fold, completion_id=_completion_id(), created=int(time.time()), model=chat_request.model
     )
     return ORJSONResponse(completion, headers=_served_header(answer.served_model))
-
-
-async def _rendered(
-    renderer: OpenAIChatRenderer, events: AsyncIterator[Steps]
-) -> AsyncIterator[bytes]:
-    async for steps in events:
-        out = renderer.render(steps)
-        if out:
-            yield out
 
 
 def _completion_id() -> str:

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from trae2api.chat.answer_events import Steps
 from trae2api.errors import ClientDisconnected
 from trae2api.faces.anthropic_messages import known_model, served_header
 from trae2api.faces.anthropic_request import prompt_tokens_estimate
@@ -36,6 +35,7 @@ from trae2api.faces.responses_request import (
 )
 from trae2api.faces.responses_store import ResponseStore
 from trae2api.faces.runtime import RuntimeDep, ServicesDep, authenticate
+from trae2api.faces.streaming import rendered_body
 from trae2api.faces.strict_json import StrictJSONRoute
 
 router = APIRouter(route_class=StrictJSONRoute)
@@ -72,10 +72,8 @@ async def create_response(
         )
         renderer = ResponsesStreamRenderer(shell, estimate)
         kept = items if body.store is not False else None
-        chunks = _rendered(renderer, stream.events, store, kept)
-        return sse_response(
-            metrics.track_stream(chunks, stream.answer), served_header(stream.answer.served_model)
-        )
+        chunks = rendered_body(renderer.render, stream, metrics, _keeper(renderer, store, kept))
+        return sse_response(chunks, served_header(stream.answer.served_model))
     try:
         fold, answer = await deps.chat.complete(
             chat_request, is_disconnected=request.is_disconnected
@@ -115,15 +113,15 @@ def _echo(body: ResponsesRequest) -> dict[str, Any]:
     }
 
 
-async def _rendered(
-    renderer: ResponsesStreamRenderer,
-    events: AsyncIterator[Steps],
-    store: ResponseStore,
-    items: list[dict[str, Any]] | None,
-) -> AsyncIterator[bytes]:
-    async for steps in events:
-        out = renderer.render(steps)
-        if out:
-            yield out
-    if items is not None and renderer.final is not None:
-        await store.put(renderer.final, [*items, *renderer.output])
+def _keeper(
+    renderer: ResponsesStreamRenderer, store: ResponseStore, items: list[dict[str, Any]] | None
+) -> Callable[[], Awaitable[None]] | None:
+    """What stores a streamed response once it completed (None: ``store: false``)."""
+    if items is None:
+        return None
+
+    async def keep() -> None:
+        if renderer.final is not None:
+            await store.put(renderer.final, [*items, *renderer.output])
+
+    return keep

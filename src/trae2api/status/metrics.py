@@ -7,7 +7,6 @@ names); nothing here runs per streamed chunk.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -108,18 +107,6 @@ class Metrics:
 
     def upstream_error(self, error: ApiError) -> None:
         self.upstream_errors.labels(error.code or error.type).inc()
-
-    async def track_stream(
-        self, chunks: AsyncIterator[bytes], queued: QueueClock
-    ) -> AsyncIterator[bytes]:
-        """``chunks`` unchanged, counted as an active stream until it ends."""
-        self.active_streams.inc()
-        try:
-            async for chunk in chunks:
-                yield chunk
-        finally:
-            self.active_streams.dec()
-            self.queued(queued)
 
     def queued(self, queued: QueueClock) -> None:
         if queued.queue_wait is not None:

@@ -6,8 +6,7 @@ It turns HTTP answers into event batches or ``ApiError``s; it must not retry or 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -16,11 +15,12 @@ import orjson
 from trae2api.auth.credentials import DeviceIdentity
 from trae2api.errors import UpstreamUnavailable, from_business_code
 from trae2api.upstream.client import (
+    ChatControl,
     UpstreamIdentity,
     business_code,
     device_headers,
+    event_batches,
     http_error,
-    open_event_stream,
 )
 from trae2api.upstream.streams import StreamPool
 from trae2api.upstream.transport import mapped_transport_errors
@@ -119,9 +119,13 @@ class AgentClient:
         )
 
     def chat(
-        self, body: dict[str, Any], access_token: str, device: DeviceIdentity
-    ) -> AbstractAsyncContextManager[AsyncIterator[list[SSEEvent]]]:
-        """Dialect §4: open the chat stream; yields its events a network read at a time."""
+        self,
+        body: dict[str, Any],
+        access_token: str,
+        device: DeviceIdentity,
+        control: ChatControl,
+    ) -> AsyncGenerator[list[SSEEvent], None]:
+        """Dialect §4: the chat stream's events a network read at a time."""
         url = f"{self.base_url}/api/agent/v3/llm_utils_chat"
         headers = self.headers(access_token, device, "text/event-stream")
-        return open_event_stream(self._streams, url, body, headers)
+        return event_batches(self._streams, url, body, headers, control)

@@ -5,8 +5,7 @@ It turns HTTP answers into events or ``ApiError``s; it must not retry, refresh o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +22,7 @@ from trae2api.errors import (
     from_business_code,
     upstream_unavailable,
 )
-from trae2api.upstream.streams import StreamPool, StreamResponse
+from trae2api.upstream.streams import ReadControl, StreamPool
 from trae2api.upstream.transport import mapped_transport_errors
 from trae2api.wire.sse import SSEEvent, SSEParser
 
@@ -86,11 +85,16 @@ class TraeClient:
         return [item for item in configs if isinstance(item, dict) and item.get("name")]
 
     def chat(
-        self, body: dict[str, Any], access_token: str, device: DeviceIdentity
-    ) -> AbstractAsyncContextManager[AsyncIterator[list[SSEEvent]]]:
-        """Protocol §5: open the chat stream; yields its events a network read at a time."""
+        self,
+        body: dict[str, Any],
+        access_token: str,
+        device: DeviceIdentity,
+        control: ChatControl,
+    ) -> AsyncGenerator[list[SSEEvent], None]:
+        """Protocol §5: the chat stream's events a network read at a time."""
         url = f"{self._base_url}/api/ide/v1/chat"
-        return open_event_stream(self._streams, url, body, self.headers(access_token, device))
+        headers = self.headers(access_token, device)
+        return event_batches(self._streams, url, body, headers, control)
 
 
 def device_headers(device: DeviceIdentity) -> dict[str, str]:
@@ -104,40 +108,76 @@ def device_headers(device: DeviceIdentity) -> dict[str, str]:
     }
 
 
-@asynccontextmanager
-async def open_event_stream(
-    streams: StreamPool, url: str, body: dict[str, Any], headers: dict[str, str]
-) -> AsyncIterator[AsyncIterator[list[SSEEvent]]]:
-    """POST ``body`` and yield the answer's event batches; a non-stream answer raises."""
+# What the dialect selector looks at in each read: the position and error to stop at, if any.
+BatchWatch = Callable[[list[SSEEvent]], "tuple[int, ApiError] | None"]
+
+
+class ChatControl(ReadControl):
+    """A chat's ``ReadControl``, plus the selector's hooks (a watch per read, absent routes)."""
+
+    __slots__ = ("on_absent", "watch")
+
+    def __init__(self, tick: float | None = None, deadline: float | None = None) -> None:
+        super().__init__(tick, deadline)
+        self.watch: BatchWatch | None = None
+        self.on_absent: Callable[[RouteAbsent], None] | None = None
+
+
+async def event_batches(
+    streams: StreamPool,
+    url: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    control: ChatControl,
+) -> AsyncGenerator[list[SSEEvent], None]:
+    """POST ``body`` and yield the answer's events a network read at a time (protocol §5),
+    and ``[]`` after each ``control.tick`` of silence, before the head as after it.
+    A non-stream answer raises."""
     with mapped_transport_errors("opening the chat stream"):
-        response = await streams.post(url, orjson.dumps(body), headers)
+        response = await streams.open(url, orjson.dumps(body), headers)
     try:
+        with mapped_transport_errors("opening the chat stream"):
+            while not await response.head(control):
+                yield []
         content_type = response.header("content-type") or ""
         if response.status != 200 or content_type.startswith("application/json"):
             # A JSON answer instead of a stream is an error, whatever its status.
             with mapped_transport_errors("reading an error answer"):
                 content = await response.read()
-            raise http_error(response.status, content, response.headers)
-        yield _event_batches(response)
+            error = http_error(response.status, content, response.headers)
+            if isinstance(error, RouteAbsent) and control.on_absent is not None:
+                control.on_absent(error)
+            raise error
+        # Batches, not single events: the per-item cost downstream is paid once per read.
+        parser = SSEParser()
+        watch = control.watch
+        with mapped_transport_errors("reading the chat stream"):
+            try:
+                stop = None
+                async for raw in response.chunks(control):
+                    if not raw:
+                        yield []
+                        continue
+                    events = parser.feed(raw)
+                    stop = watch(events) if events and watch is not None else None
+                    if stop is not None:
+                        break
+                    if events:
+                        yield events
+                else:
+                    events = parser.close()  # the last event may lack its blank line
+                    stop = watch(events) if events and watch is not None else None
+                    if events and stop is None:
+                        yield events
+                if stop is not None:  # the selector stops the stream at an error (dialect §7)
+                    if stop[0]:
+                        yield events[: stop[0]]
+                    raise stop[1]
+            except SSEProtocolError as exc:
+                raise UpstreamUnavailable(f"Trae sent a malformed event stream: {exc}") from exc
     finally:
         # Synchronous, so a cancellation cannot land inside it: the socket is pooled or closed.
         response.close()
-
-
-async def _event_batches(response: StreamResponse) -> AsyncIterator[list[SSEEvent]]:
-    # Batches, not single events: the per-item cost downstream is paid once per read.
-    parser = SSEParser()
-    with mapped_transport_errors("reading the chat stream"):
-        try:
-            async for raw in response.chunks():
-                events = parser.feed(raw)
-                if events:
-                    yield events
-            tail = parser.close()
-            if tail:
-                yield tail
-        except SSEProtocolError as exc:
-            raise UpstreamUnavailable(f"Trae sent a malformed event stream: {exc}") from exc
 
 
 _ABSENT = frozenset({404, 405, 410})

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from trae2api.errors import ResponseError, StaleConnection
+from trae2api.errors import ResponseError
 from trae2api.upstream.h1 import ResponseParser, encode_request, host_header
 
 # Like httpx's defaults and app.py's limits for the shared client.
@@ -44,7 +44,7 @@ class _Connection(asyncio.Protocol):
         self.error: BaseException | None = None  # the socket or the parse failed
         self.closed = False
         self.idle_since = 0.0
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[bool] | None = None
         self._drained: asyncio.Future[None] | None = None
         self._paused = False
 
@@ -125,18 +125,28 @@ class _Connection(asyncio.Protocol):
             except TimeoutError:
                 raise httpx.WriteTimeout("timed out sending the request") from None
 
-    async def wait(self, seconds: float) -> None:
-        """Until the parser has news, the socket fails or ``seconds`` pass (ReadTimeout)."""
+    async def wait(self, seconds: float) -> bool:
+        """Until the parser has news (True), the socket fails, or ``seconds`` pass (False).
+
+        A timeout loses nothing: the bytes that arrive later wait in the parser.
+        """
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
         self.resume()
         # A timer callback rather than asyncio.timeout(): no cancellation to unwind per read.
         timer = loop.call_later(seconds, _expire, waiter)
         try:
-            await waiter
+            woke: bool = await waiter
+            return woke
         finally:
             timer.cancel()
             self._waiter = None
+
+    def interrupt(self, exc: BaseException) -> None:
+        """End the wait in progress (if any) with ``exc``: a shutdown ending the chat."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
 
     def resume(self) -> None:
         if self._paused and self.transport is not None:
@@ -146,25 +156,48 @@ class _Connection(asyncio.Protocol):
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            waiter.set_result(True)
 
 
-def _expire(waiter: asyncio.Future[None]) -> None:
+def _expire(waiter: asyncio.Future[bool]) -> None:
     if not waiter.done():
-        waiter.set_exception(httpx.ReadTimeout("timed out waiting for the upstream"))
+        waiter.set_result(False)
+
+
+class ReadControl:
+    """How one chat waits on its upstream: a tick of silence and an interruption.
+
+    ``tick`` seconds without bytes make a read yield an empty result (the caller's keepalive);
+    ``interrupt`` ends the wait in progress, or the next one, with an exception (shutdown).
+    """
+
+    __slots__ = ("_conn", "deadline", "error", "tick")
+
+    def __init__(self, tick: float | None = None, deadline: float | None = None) -> None:
+        self.tick = tick
+        self.deadline = deadline  # loop time; None once the first byte is in
+        self.error: BaseException | None = None
+        self._conn: _Connection | None = None
+
+    def interrupt(self, exc: BaseException) -> None:
+        self.error = exc
+        if self._conn is not None:
+            self._conn.interrupt(exc)
 
 
 class StreamResponse:
     """An answer's head, then its body a network read at a time; ``close`` it in all cases."""
 
     def __init__(
-        self, pool: StreamPool, key: _Key, conn: _Connection, parser: ResponseParser
+        self, pool: StreamPool, key: _Key, conn: _Connection, request: bytes, *, reused: bool
     ) -> None:
         self._pool = pool
         self._key = key
         self._conn: _Connection | None = conn
-        self._parser = parser
-        self.status = parser.status
+        self._request = request
+        self._reused = reused
+        self._parser = conn.parser or ResponseParser()
+        self.status = 0
 
     @property
     def headers(self) -> httpx.Headers:
@@ -173,20 +206,79 @@ class StreamResponse:
     def header(self, name: str) -> str | None:
         return self._parser.header(name)
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives, one ``bytes`` per network read (several when behind)."""
+    async def head(self, control: ReadControl | None = None) -> bool:
+        """True once the head has arrived; False after a tick of silence (call again)."""
+        try:
+            since = asyncio.get_running_loop().time()
+            while True:
+                conn, parser = self._conn, self._parser
+                assert conn is not None
+                if parser.headers_complete:
+                    self.status = parser.status
+                    return True
+                if conn.error is not None or conn.closed:
+                    if not (self._reused and not parser.received):
+                        raise _failure(conn.error, "reading the response head")
+                    # The reused socket died before answering: one try on a fresh one.
+                    conn.close()
+                    self._conn, self._reused = None, False
+                    self._conn = await self._pool.connect_and_send(self._key, self._request)
+                    self._parser = self._conn.parser or ResponseParser()
+                    continue
+                if not await self._news(conn, control, since):
+                    return False
+        except BaseException:
+            self.close()  # cancelled, timed out or failed: the socket's state is unknown
+            raise
+
+    async def chunks(self, control: ReadControl | None = None) -> AsyncIterator[bytes]:
+        """The body as it arrives, one ``bytes`` per network read (several when behind);
+        with a ``control`` tick, ``b""`` after each tick of silence."""
         conn, parser = self._conn, self._parser
         assert conn is not None
-        read_timeout = self._pool.timeouts.read
+        loop = asyncio.get_running_loop()
+        since = loop.time()
         while True:
             body = parser.take_body()
             if body:
                 yield body
+                continue  # more may have come (and ended the body) while the caller held it
             if parser.complete:
                 return
             if conn.error is not None or conn.closed:
                 raise _failure(conn.error, "reading the response body")
-            await conn.wait(read_timeout)
+            if await self._news(conn, control, since):
+                since = loop.time()
+            else:
+                yield b""
+
+    async def _news(self, conn: _Connection, control: ReadControl | None, since: float) -> bool:
+        """Wait for news (True) or a tick of silence (False); ReadTimeout past the deadline:
+        ``UPSTREAM_READ_TIMEOUT`` since the last news, or the control's first-byte deadline."""
+        limit = since + self._pool.timeouts.read
+        if control is None:
+            remaining = limit - asyncio.get_running_loop().time()
+            if remaining <= 0 or not await conn.wait(remaining):
+                raise httpx.ReadTimeout("timed out waiting for the upstream")
+            return True
+        if control.error is not None:
+            raise control.error
+        if control.deadline is not None:
+            limit = min(limit, control.deadline)
+        remaining = limit - asyncio.get_running_loop().time()
+        tick = control.tick
+        wait = remaining if tick is None or tick >= remaining else tick
+        if remaining <= 0:
+            raise httpx.ReadTimeout("timed out waiting for the upstream")
+        control._conn = conn
+        try:
+            if await conn.wait(wait):
+                return True
+        finally:
+            control._conn = None
+        if wait >= remaining:
+            raise httpx.ReadTimeout("timed out waiting for the upstream")
+        return False
 
     async def read(self) -> bytes:
         return b"".join([chunk async for chunk in self.chunks()])
@@ -224,16 +316,26 @@ class StreamPool:
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> StreamResponse:
         """Send ``body`` and return once the answer's head has arrived."""
+        response = await self.open(url, body, headers)
+        while not await response.head():
+            pass
+        return response
+
+    async def open(self, url: str, body: bytes, headers: dict[str, str]) -> StreamResponse:
+        """Send ``body``; the answer's head is then awaited with ``StreamResponse.head``."""
         key, target = _split(url)
         request = encode_request("POST", target, host_header(*key), headers, body)
         conn = self._take_idle(key)
         if conn is not None:
-            try:
-                return await self._send(key, conn, request, reused=True)
-            except StaleConnection:
-                pass  # the request never reached a live peer: one try on a fresh socket
+            await self._send(conn, request)
+            return StreamResponse(self, key, conn, request, reused=True)
+        conn = await self.connect_and_send(key, request)
+        return StreamResponse(self, key, conn, request, reused=False)
+
+    async def connect_and_send(self, key: _Key, request: bytes) -> _Connection:
         conn = await self._connect(key)
-        return await self._send(key, conn, request, reused=False)
+        await self._send(conn, request)
+        return conn
 
     def release(self, key: _Key, conn: _Connection) -> None:
         if self._closed or self._idle_count >= self._max_keepalive or not conn.reusable:
@@ -270,22 +372,13 @@ class StreamPool:
             conn.close()
         return None
 
-    async def _send(
-        self, key: _Key, conn: _Connection, request: bytes, *, reused: bool
-    ) -> StreamResponse:
-        parser = conn.parser = ResponseParser()
+    async def _send(self, conn: _Connection, request: bytes) -> None:
+        conn.parser = ResponseParser()
         try:
             await conn.write(request, self.timeouts.write)
-            while not parser.headers_complete:
-                if conn.error is not None or conn.closed:
-                    if reused and not parser.received:
-                        raise StaleConnection
-                    raise _failure(conn.error, "reading the response head")
-                await conn.wait(self.timeouts.read)
         except BaseException:
             conn.close()  # cancelled, timed out or failed: the socket's state is unknown
             raise
-        return StreamResponse(self, key, conn, parser)
 
     async def _connect(self, key: _Key) -> _Connection:
         if self._slots.locked():

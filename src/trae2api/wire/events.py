@@ -101,7 +101,8 @@ def interpret(event: SSEEvent) -> Item | None:
         content = _text(data.get("response"))
         reasoning = _text(data.get("reasoning_content"))
         finish = map_finish_reason(data["finish_reason"]) if data.get("finish_reason") else None
-        fragments = _tool_fragments(data.get("tool_calls"))
+        calls = data.get("tool_calls")  # null on most outputs: no tool work for them
+        fragments = _tool_fragments(calls) if calls else ()
         if content or reasoning or finish or fragments:
             return Delta(content, reasoning, finish, fragments)
         return None
