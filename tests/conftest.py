@@ -292,3 +292,20 @@ def gw(start_gateway: Any, dialect: str) -> Gateway:
 def model_for(dialect: str) -> str:
     """A chat model the simulator lists on ``dialect``."""
     return "glm-5.2" if dialect == "agent" else "gpt-4o"
+
+
+_OPENED: list[Any] = []
+
+
+def closed_after_test(client: Any) -> Any:
+    """``client`` (an SDK client), closed when the test ends: no pooled socket outlives it."""
+    _OPENED.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_opened_clients() -> Iterator[None]:
+    """Closes the clients ``closed_after_test`` handed out during the test."""
+    yield
+    while _OPENED:
+        _OPENED.pop().close()

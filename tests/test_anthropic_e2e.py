@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from conftest import CLIENT_KEY, Gateway, model_for
+from conftest import CLIENT_KEY, Gateway, closed_after_test, model_for
 from pngkit import png
 from trae2api.testing import SimulatedTrae
 
@@ -31,7 +31,8 @@ WEATHER = {
 
 def claude(gateway: Gateway, key: str = CLIENT_KEY) -> anthropic.Anthropic:
     """The official Anthropic client for ``gateway``, without its own retries."""
-    return anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0)
+    made = anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0)
+    return closed_after_test(made)  # type: ignore[no-any-return]
 
 
 def call_directive(dialect: str, name: str, arguments: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ import openai
 import orjson
 import pytest
 
-from conftest import CLIENT_KEY, REDIS_TEST_URL, Gateway, model_for
+from conftest import CLIENT_KEY, REDIS_TEST_URL, Gateway, closed_after_test, model_for
 from pngkit import png
 from trae2api.testing import SimulatedTrae
 
@@ -32,7 +32,8 @@ SHELL = {
 
 def client(gateway: Gateway) -> openai.OpenAI:
     """The official OpenAI client for ``gateway``, without its own retries."""
-    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0)
+    made = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0)
+    return closed_after_test(made)  # type: ignore[no-any-return]
 
 
 def call_directive(dialect: str, name: str, arguments: dict[str, Any]) -> str:
@@ -291,7 +292,6 @@ def test_chaining_across_replicas_through_redis(
     """With REDIS_URL a response stored by one gateway chains on another; without, it does not."""
     shared = {"redis_url": REDIS_TEST_URL, "redis_key_prefix": redis_prefix}
     first, second = start_gateway(**shared), start_gateway(**shared)
-    alone = start_gateway()
     stored = client(first).responses.create(model="gpt-4o", input="remember kiwi")
     chained = client(second).responses.create(
         model="gpt-4o", input="and now?", previous_response_id=stored.id
@@ -299,5 +299,8 @@ def test_chaining_across_replicas_through_redis(
     assert "remember kiwi" in json.dumps(sim.control.last_chat()["body"])
     assert client(second).responses.retrieve(stored.id).output_text == stored.output_text
     assert chained.previous_response_id == stored.id
+    # Started last: its own credential store holds the seed token the shared pair already
+    # rotated, so it must not race them for the exchange; a lookup needs no Trae anyway.
+    alone = start_gateway()
     with pytest.raises(openai.NotFoundError):
         client(alone).responses.retrieve(stored.id)
