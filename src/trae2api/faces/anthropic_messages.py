@@ -9,7 +9,6 @@ an unknown one is a 404 ``not_found_error`` on either dialect.
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from typing import Annotated, Any
 
@@ -27,7 +26,7 @@ from trae2api.faces.anthropic_request import (
 from trae2api.faces.http_responses import ORJSONResponse, sse_response
 from trae2api.faces.middleware import MODEL_SCOPE_KEY
 from trae2api.faces.runtime import Deps, RuntimeDep, ServicesDep, authenticate
-from trae2api.faces.streaming import rendered_body
+from trae2api.faces.streaming import rendered_body, start_stream
 from trae2api.faces.strict_json import StrictJSONRoute
 
 router = APIRouter(route_class=StrictJSONRoute)
@@ -51,11 +50,7 @@ async def create_message(
     message_id = f"msg_{uuid.uuid4().hex[:24]}"
     metrics = runtime.metrics
     if chat_request.stream:
-        started = time.perf_counter()
-        stream = await deps.chat.open_stream(chat_request)
-        metrics.first_chunk.labels(metrics.model_label(body.model, 200)).observe(
-            time.perf_counter() - started
-        )
+        stream = await start_stream(deps.chat, chat_request, metrics, body.model)
         renderer = AnthropicStreamRenderer(
             message_id=message_id, model=body.model, input_estimate=estimate, key=_THINKING_KEY
         )

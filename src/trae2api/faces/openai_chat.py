@@ -19,7 +19,7 @@ from trae2api.faces.middleware import MODEL_SCOPE_KEY
 from trae2api.faces.openai_render import OpenAIChatRenderer, completion_from
 from trae2api.faces.runtime import RuntimeDep, ServicesDep, authenticate
 from trae2api.faces.schemas import ChatCompletionRequest
-from trae2api.faces.streaming import rendered_body
+from trae2api.faces.streaming import rendered_body, start_stream
 from trae2api.faces.strict_json import StrictJSONRoute
 from trae2api.wire.sse import DONE
 from trae2api.wire.translate import ChatRequest, ReasoningMode, turns_from_messages
@@ -120,11 +120,7 @@ async def chat_completions(
     chat_request = to_chat_request(body, client_name, runtime.settings.reasoning_mode)
     metrics = runtime.metrics
     if chat_request.stream:
-        started = time.perf_counter()
-        stream = await deps.chat.open_stream(chat_request)
-        metrics.first_chunk.labels(metrics.model_label(body.model, 200)).observe(
-            time.perf_counter() - started
-        )
+        stream = await start_stream(deps.chat, chat_request, metrics, body.model)
         renderer = OpenAIChatRenderer(
             _completion_id(), int(time.time()), chat_request.model, chat_request.include_usage
         )

@@ -35,7 +35,7 @@ from trae2api.faces.responses_request import (
 )
 from trae2api.faces.responses_store import ResponseStore
 from trae2api.faces.runtime import RuntimeDep, ServicesDep, authenticate
-from trae2api.faces.streaming import rendered_body
+from trae2api.faces.streaming import rendered_body, start_stream
 from trae2api.faces.strict_json import StrictJSONRoute
 
 router = APIRouter(route_class=StrictJSONRoute)
@@ -64,12 +64,8 @@ async def create_response(
     )
     items = [*history, *input_items(body)]
     if chat_request.stream:
-        started = time.perf_counter()
-        stream = await deps.chat.open_stream(chat_request)
         metrics = runtime.metrics
-        metrics.first_chunk.labels(metrics.model_label(body.model, 200)).observe(
-            time.perf_counter() - started
-        )
+        stream = await start_stream(deps.chat, chat_request, metrics, body.model)
         renderer = ResponsesStreamRenderer(shell, estimate)
         kept = items if body.store is not False else None
         chunks = rendered_body(renderer.render, stream, metrics, _keeper(renderer, store, kept))

@@ -7,11 +7,25 @@ not shape events: the renderers do.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from trae2api.chat.answer_events import Steps
-from trae2api.chat.service import ChatStream
+from trae2api.chat.service import ChatService, ChatStream
 from trae2api.status.metrics import Metrics
+from trae2api.wire.translate import ChatRequest
+
+
+async def start_stream(
+    chat: ChatService, request: ChatRequest, metrics: Metrics, model: str
+) -> ChatStream:
+    """A started chat (errors before its first event raise here), its wait for it measured."""
+    started = time.perf_counter()
+    stream = await chat.open_stream(request)
+    metrics.first_chunk.labels(metrics.model_label(model, 200)).observe(
+        time.perf_counter() - started
+    )
+    return stream
 
 
 async def rendered_body(
