@@ -12,7 +12,17 @@ import orjson
 import pytest
 
 import simkit
-from simkit import AGENT_CHAT, CHAT, Body, agent_headers, chat_body, ide_headers, parse_sse, text
+from simkit import (
+    AGENT_CHAT,
+    CHAT,
+    Body,
+    agent_headers,
+    catalogue_body,
+    chat_body,
+    ide_headers,
+    parse_sse,
+    text,
+)
 from trae2api.testing import SimState, SimulatedTrae
 
 CATALOGUE = "/api/ide/v1/get_detail_param"
@@ -22,18 +32,6 @@ WEATHER_SCHEMA = '{"type": "object", "properties": {"city": {"type": "string"}}}
 
 shared_sim, sim, token = simkit.sim_fixtures()
 shared_client, client = simkit.client_fixtures()
-
-
-def catalogue_body(function: str = "chat_v3") -> Body:
-    return {
-        "function": function,
-        "config_names": None,
-        "need_prompt": False,
-        "current_config_info": None,
-        "poly_prompt": True,
-        "mode_type": None,
-        "agent_type": None,
-    }
 
 
 def user(value: str) -> Body:
