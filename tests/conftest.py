@@ -71,6 +71,21 @@ def ask_quietly(url: str, text: str = "doomed") -> None:
         ask(url, text)
 
 
+def new_user_env(sim: SimulatedTrae, data_dir: Path, **extra: Any) -> dict[str, str]:
+    """Only what a new user sets (the account values, the hosts, a data directory), on ``sim``."""
+    account = sim.account
+    env = {
+        "REFRESH_TOKEN": account.refresh_token,
+        "CLIENT_ID": account.client_id,
+        "USER_ID": account.user_id,
+        "BASE_URL": sim.url,
+        "REFRESH_TOKEN_URL": sim.url,
+        "DATA_DIR": str(data_dir),
+    }
+    env.update({key: str(value) for key, value in extra.items()})
+    return env
+
+
 def gateway_env(sim: SimulatedTrae, data_dir: Path, **extra: Any) -> dict[str, str]:
     """The environment an operator would write for an account on ``sim``."""
     account = sim.account

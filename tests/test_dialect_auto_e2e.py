@@ -13,7 +13,7 @@ import openai
 import orjson
 import pytest
 
-from conftest import Gateway, GatewayProcess, free_port, wait_for
+from conftest import Gateway, GatewayProcess, free_port, new_user_env, wait_for
 from trae2api.testing import SimulatedTrae
 
 
@@ -92,15 +92,7 @@ def test_auto_falls_back_to_legacy_where_agent_is_absent(
 def test_legacy_fallback_without_app_id_says_so(sim: SimulatedTrae, tmp_path: Path) -> None:
     """A legacy fallback with no APP_ID set logs that APP_ID is needed and where it is."""
     sim.control.configure(agent_endpoints=False)
-    account = sim.account
-    env = {
-        "REFRESH_TOKEN": account.refresh_token,
-        "CLIENT_ID": account.client_id,
-        "BASE_URL": sim.url,
-        "AGENT_BASE_URL": dead_url(),
-        "REFRESH_TOKEN_URL": sim.url,
-        "DATA_DIR": str(tmp_path / "data"),
-    }
+    env = new_user_env(sim, tmp_path / "data", AGENT_BASE_URL=dead_url())
     log_path = tmp_path / "gateway.log"
     gateway = GatewayProcess(env, free_port(), log_path).start()
 

@@ -17,7 +17,7 @@ import openai
 import orjson
 import pytest
 
-from conftest import CLIENT_KEY, Gateway, GatewayProcess, free_port, sdk, wait_for
+from conftest import CLIENT_KEY, Gateway, GatewayProcess, free_port, new_user_env, sdk, wait_for
 from simkit import sim_fixtures
 from trae2api.config import load_settings
 from trae2api.testing import SimulatedTrae
@@ -93,15 +93,7 @@ def today(sim: SimulatedTrae, tmp_path: Path) -> Iterator[Any]:
 def test_new_user_gets_todays_catalogue(sim: SimulatedTrae, tmp_path: Path) -> None:
     """`trae2api serve` with only REFRESH_TOKEN/CLIENT_ID/USER_ID and URLs lists the union of
     pools without hidden entries, with limits, and logs the dialect it chose."""
-    account = sim.account
-    env = {
-        "REFRESH_TOKEN": account.refresh_token,
-        "CLIENT_ID": account.client_id,
-        "USER_ID": account.user_id,
-        "BASE_URL": sim.url,
-        "REFRESH_TOKEN_URL": sim.url,
-        "DATA_DIR": str(tmp_path / "data"),
-    }
+    env = new_user_env(sim, tmp_path / "data")
     gateway = GatewayProcess(env, free_port(), tmp_path / "gateway.log").start()
     try:
         with sdk(gateway.url, "any-key") as client:
@@ -131,16 +123,7 @@ def test_new_user_gets_todays_catalogue(sim: SimulatedTrae, tmp_path: Path) -> N
 @pytest.mark.slow
 def test_stale_code_is_logged_at_start_up(sim: SimulatedTrae, tmp_path: Path) -> None:
     """With an old IDE_VERSION_CODE the start-up log names the empty table and the fix."""
-    account = sim.account
-    env = {
-        "REFRESH_TOKEN": account.refresh_token,
-        "CLIENT_ID": account.client_id,
-        "USER_ID": account.user_id,
-        "BASE_URL": sim.url,
-        "REFRESH_TOKEN_URL": sim.url,
-        "DATA_DIR": str(tmp_path / "data"),
-        "IDE_VERSION_CODE": "20250325",
-    }
+    env = new_user_env(sim, tmp_path / "data", IDE_VERSION_CODE="20250325")
     log_path = tmp_path / "gateway.log"
     gateway = GatewayProcess(env, free_port(), log_path).start()
 
