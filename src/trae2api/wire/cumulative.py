@@ -40,7 +40,10 @@ class Snapshots:
 
     def __init__(self) -> None:
         self.mode: str = "undecided"  # then "cumulative", for good
-        self._sent = ""  # everything delivered
+        # Everything delivered, as pieces joined only when a fragment is long enough to repeat
+        # it: a delta stream's fragments are shorter, so it never pays a join per chunk.
+        self._pieces: list[str] = []
+        self._length = 0
         self._extensions = 0  # strict extensions seen
         self._extended_last = False  # the last fragment was a strict extension
 
@@ -50,25 +53,38 @@ class Snapshots:
             return ""
         if self.mode == "cumulative":
             return self._snapshot(fragment)
+        length = self._length
+        if len(fragment) < length or not length:
+            return self._delta(fragment)
         sent = self._sent
-        if sent and len(fragment) > len(sent) and fragment.startswith(sent):
+        if len(fragment) > length and fragment.startswith(sent):
             self._extensions += 1
             self._extended_last = True
-            if self._extensions >= 2 or len(sent) >= EVIDENCE_CHARS:
+            if self._extensions >= 2 or length >= EVIDENCE_CHARS:
                 self.mode = "cumulative"
-            self._sent = fragment
-            return fragment[len(sent) :]
-        if fragment == sent and (self._extended_last or len(sent) >= EVIDENCE_CHARS):
+            self._pieces, self._length = [fragment], len(fragment)
+            return fragment[length:]
+        if fragment == sent and (self._extended_last or length >= EVIDENCE_CHARS):
             return ""  # a snapshot repeated while another channel moved
+        return self._delta(fragment)
+
+    @property
+    def _sent(self) -> str:
+        if len(self._pieces) > 1:
+            self._pieces = ["".join(self._pieces)]
+        return self._pieces[0] if self._pieces else ""
+
+    def _delta(self, fragment: str) -> str:
         self._extended_last = False
-        self._sent = sent + fragment
+        self._pieces.append(fragment)
+        self._length += len(fragment)
         return fragment
 
     def _snapshot(self, fragment: str) -> str:
-        if fragment.startswith(self._sent) or not self._sent.startswith(fragment):
-            tail = fragment[len(self._sent) :]
-            self._sent = fragment
-            return tail
+        sent = self._sent
+        if fragment.startswith(sent) or not sent.startswith(fragment):
+            self._pieces, self._length = [fragment], len(fragment)
+            return fragment[len(sent) :]
         return ""  # an older or equal snapshot: nothing new
 
 
