@@ -19,52 +19,52 @@ from typing import Any
 from trae2api.errors import ApiError
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Started:
     """The answer begins (before its first delta, or at the end of an empty one)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TextDelta:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReasoningDelta:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolCallStart:
     index: int
     id: str
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolCallArgs:
     index: int
     arguments: str  # a fragment of the call's JSON arguments
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolCallEnd:
     index: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Keepalive:
     """Upstream silence for a keepalive interval."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Queued:
     """Trae queued the request (protocol §6); ``position`` when it said."""
 
     position: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Finish:
     """The end: ``reason`` in OpenAI's words (stop, length, tool_calls, content_filter).
 
@@ -77,7 +77,7 @@ class Finish:
     stop_sequence: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Failed:
     """An error after something was sent: rendered in-band, and the stream ends."""
 

@@ -98,7 +98,7 @@ class DeltaReconciler:
 
     def push(self, item: Delta) -> tuple[str, str, list[ToolFragment]]:
         """The new parts of ``item``: ``(content, reasoning, tool fragments)``."""
-        fragments = []
+        fragments: list[ToolFragment] = []
         for fragment in item.tool_fragments:
             first = fragment.index not in self._arguments
             channel = self._arguments.setdefault(fragment.index, Snapshots())
@@ -108,7 +108,8 @@ class DeltaReconciler:
                 fragments.append(
                     ToolFragment(fragment.index, fragment.id, fragment.name, arguments)
                 )
-        content, reasoning = self._content.push(item.content), self._reasoning.push(item.reasoning)
+        content = self._content.push(item.content) if item.content else ""
+        reasoning = self._reasoning.push(item.reasoning) if item.reasoning else ""
         return content, reasoning, fragments
 
 

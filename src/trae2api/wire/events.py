@@ -16,7 +16,7 @@ from trae2api.wire.sse import SSEEvent
 from trae2api.wire.translate import CJK
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolFragment:
     """A piece of a streamed tool call (agent dialect §5); id and name only on the first."""
 
@@ -26,7 +26,7 @@ class ToolFragment:
     arguments: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delta:
     content: str
     reasoning: str
@@ -34,24 +34,24 @@ class Delta:
     tool_fragments: tuple[ToolFragment, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ServedModel:
     """The model that actually served the request (agent ``timing_cost``)."""
 
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Queued:
     position: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Finished:
     reason: str | None  # None: ``done`` did not say (an earlier output's reason stands)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UsageReport:
     prompt_tokens: int
     completion_tokens: int
@@ -60,13 +60,13 @@ class UsageReport:
     cached_tokens: int | None = None  # agent dialect: cache_read_input_tokens
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Failure:
     code: int
     message: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CreditsReport:
     """Dialect §7 ``notify_usage``: the credits left after this chat (None: not reported)."""
 
@@ -98,8 +98,9 @@ def interpret(event: SSEEvent) -> Item | None:
             return Delta(data, "") if data else None
         if not isinstance(data, dict):
             return None
-        content = _text(data.get("response"))
-        reasoning = _text(data.get("reasoning_content"))
+        # The hot path (every chunk): _text inlined.
+        content = text if isinstance(text := data.get("response"), str) else ""
+        reasoning = text if isinstance(text := data.get("reasoning_content"), str) else ""
         finish = map_finish_reason(data["finish_reason"]) if data.get("finish_reason") else None
         calls = data.get("tool_calls")  # null on most outputs: no tool work for them
         fragments = _tool_fragments(calls) if calls else ()
