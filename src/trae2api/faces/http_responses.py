@@ -1,13 +1,17 @@
-"""Response classes: JSON rendered by orjson (the hot path), SSE with the right headers."""
+"""Response classes: JSON rendered by orjson (the hot path), SSE with the right headers.
+
+They only write what they are given; they must not render, buffer or retry.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
-from starlette.responses import Response, StreamingResponse
-from starlette.types import Send
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
@@ -19,31 +23,72 @@ class ORJSONResponse(Response):
         return orjson.dumps(content)
 
 
-class SSEResponse(StreamingResponse):
-    """A stream whose last chunk (the one ending with ``last``) also ends the response.
+class SSEResponse(Response):
+    """A ``text/event-stream`` body written chunk by chunk, ended when the client goes.
 
-    Starlette ends a stream with an empty body message of its own: one more socket write per
-    request than needed (bench: a quarter of the writes of a short answer at one stream).
+    Starlette's ``StreamingResponse`` runs the body in an anyio task group beside a disconnect
+    listener (measured: about a tenth of the gateway's CPU per short stream). Here the body is
+    written by the request's own task, and a bare asyncio task waits for ``http.disconnect``
+    and cancels it; that cancellation ends the body (and its upstream read) and is absorbed.
+    A chunk ending with ``last`` is the last one and ends the response in the same write
+    (Starlette's extra empty write was a quarter of a short answer's writes at one stream).
     """
 
+    media_type = "text/event-stream"
+
     def __init__(
-        self, chunks: AsyncGenerator[bytes, None], headers: dict[str, str], last: bytes
+        self, chunks: AsyncGenerator[bytes, None], headers: dict[str, str], last: bytes = b""
     ) -> None:
-        super().__init__(chunks, media_type="text/event-stream", headers=headers)
+        # Not Response.__init__: a body rendered up front would give a content-length header.
+        self.status_code = 200
+        self.background = None
+        self.init_headers(headers)
         self._chunks = chunks
         self._last = last
 
-    async def stream_response(self, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        assert task is not None  # ASGI apps run in a task
+        watcher = asyncio.ensure_future(_disconnect(receive))
+
+        def client_gone(done: asyncio.Future[bool]) -> None:
+            if not done.cancelled() and done.result():
+                task.cancel()
+
+        watcher.add_done_callback(client_gone)
+        try:
+            await self._write(send)
+        except asyncio.CancelledError:
+            if not _gone(watcher) or task.uncancel() > 0:
+                raise  # cancelled from outside (shutdown), not by the client leaving
+        finally:
+            watcher.remove_done_callback(client_gone)
+            watcher.cancel()
+            await self._chunks.aclose()  # ends the upstream read now, not when collected
+
+    async def _write(self, send: Send) -> None:
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
+        last = self._last
         async for chunk in self._chunks:
-            if chunk.endswith(self._last):
+            if last and chunk.endswith(last):
                 await send({"type": "http.response.body", "body": chunk, "more_body": False})
-                await self._chunks.aclose()  # nothing may follow; its clean-up runs now
                 return
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _disconnect(receive: Receive) -> bool:
+    """True once the client has gone (the request body was read before the answer began)."""
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            return True
+
+
+def _gone(watcher: asyncio.Future[bool]) -> bool:
+    return watcher.done() and not watcher.cancelled() and watcher.exception() is None
 
 
 def sse_response(
@@ -51,7 +96,4 @@ def sse_response(
 ) -> Response:
     """A ``text/event-stream`` response; proxies are told not to buffer it. A chunk ending
     with ``last`` (if given) is the last one and ends the response in the same write."""
-    merged = {**SSE_HEADERS, **(headers or {})}
-    if last:
-        return SSEResponse(chunks, merged, last)
-    return StreamingResponse(chunks, media_type="text/event-stream", headers=merged)
+    return SSEResponse(chunks, {**SSE_HEADERS, **(headers or {})}, last)
