@@ -333,6 +333,9 @@ async def _run_servers(
         log_level=settings.log_level.lower(),
         access_log=False,
         server_header=False,
+        # Nothing here reads the client's address (keys name clients), so no X-Forwarded-*
+        # rewriting layer on every request.
+        proxy_headers=False,
         # Longer than clients' idle pools (httpx and the openai SDK keep 5 s): the client, not
         # the server, closes an idle connection, so a request never meets a closing socket.
         timeout_keep_alive=65,

@@ -25,7 +25,7 @@ from trae2api.faces.anthropic_request import (
 )
 from trae2api.faces.http_responses import ORJSONResponse, sse_response
 from trae2api.faces.middleware import MODEL_SCOPE_KEY
-from trae2api.faces.runtime import Deps, RuntimeDep, ServicesDep, authenticate
+from trae2api.faces.runtime import CallerDep, Deps, ServicesDep, authenticate
 from trae2api.faces.streaming import rendered_body, start_stream
 from trae2api.faces.strict_json import StrictJSONRoute
 
@@ -39,10 +39,9 @@ _THINKING_KEY = os.urandom(32)
 async def create_message(
     body: MessagesRequest,
     request: Request,
-    client_name: Annotated[str, Depends(authenticate)],
-    runtime: RuntimeDep,
-    deps: ServicesDep,
+    caller: CallerDep,
 ) -> Response:
+    client_name, runtime, deps = caller.client_name, caller.runtime, caller.deps
     request.scope[MODEL_SCOPE_KEY] = body.model
     chat_request = to_chat_request(body, client_name)
     await known_model(deps, body.model)

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
 import structlog
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from trae2api.errors import ClientDisconnected, InvalidRequest
 from trae2api.faces.http_responses import ORJSONResponse, sse_response
 from trae2api.faces.middleware import MODEL_SCOPE_KEY
 from trae2api.faces.openai_render import OpenAIChatRenderer, completion_from
-from trae2api.faces.runtime import RuntimeDep, ServicesDep, authenticate
+from trae2api.faces.runtime import CallerDep
 from trae2api.faces.schemas import ChatCompletionRequest
 from trae2api.faces.streaming import rendered_body, start_stream
 from trae2api.faces.strict_json import StrictJSONRoute
@@ -112,10 +112,9 @@ def _checked_tool_choice(choice: Any, tools: list[dict[str, Any]]) -> str:
 async def chat_completions(
     body: ChatCompletionRequest,
     request: Request,
-    client_name: Annotated[str, Depends(authenticate)],
-    runtime: RuntimeDep,
-    deps: ServicesDep,
+    caller: CallerDep,
 ) -> Response:
+    client_name, runtime, deps = caller.client_name, caller.runtime, caller.deps
     request.scope[MODEL_SCOPE_KEY] = body.model
     chat_request = to_chat_request(body, client_name, runtime.settings.reasoning_mode)
     metrics = runtime.metrics

@@ -34,7 +34,7 @@ from trae2api.faces.responses_request import (
     to_chat_request,
 )
 from trae2api.faces.responses_store import ResponseStore
-from trae2api.faces.runtime import RuntimeDep, ServicesDep, authenticate
+from trae2api.faces.runtime import CallerDep, ServicesDep, authenticate
 from trae2api.faces.streaming import rendered_body, start_stream
 from trae2api.faces.strict_json import StrictJSONRoute
 
@@ -45,10 +45,9 @@ router = APIRouter(route_class=StrictJSONRoute)
 async def create_response(
     body: ResponsesRequest,
     request: Request,
-    client_name: Annotated[str, Depends(authenticate)],
-    runtime: RuntimeDep,
-    deps: ServicesDep,
+    caller: CallerDep,
 ) -> Response:
+    client_name, runtime, deps = caller.client_name, caller.runtime, caller.deps
     request.scope[MODEL_SCOPE_KEY] = body.model
     store = deps.responses
     history = (await store.get(body.previous_response_id))[0] if body.previous_response_id else []
