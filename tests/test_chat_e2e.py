@@ -333,6 +333,34 @@ def test_client_disconnect_cancels_upstream(gateway: Gateway, sim: SimulatedTrae
     assert sim.control.stats()["active_streams"] == 0
 
 
+def active_streams(gateway: Gateway) -> float:
+    with gateway.http() as http:
+        text = http.get("/metrics").text
+    return float(
+        next(
+            line for line in text.splitlines() if line.startswith("trae2api_active_streams ")
+        ).split()[1]
+    )
+
+
+@pytest.mark.slow
+def test_client_leaving_during_upstream_silence_ends_the_stream(gateway: Gateway) -> None:
+    """A client that leaves while Trae is silent mid-answer ends the stream (and its upstream
+    read) at once, not when Trae next speaks."""
+    client = gateway.client()
+    stream = client.chat.completions.create(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "go [sim:fault stall-midstream 20]"}],
+        stream=True,
+    )
+    next(iter(stream))  # the answer has begun; Trae now says nothing for 20 s
+    assert active_streams(gateway) == 1
+    stream.close()
+    client.close()
+    # No write would reveal the closed socket for 20 s: the disconnect itself must end it.
+    assert wait_for(lambda: active_streams(gateway) == 0, timeout=2.0)
+
+
 @pytest.mark.slow
 def test_transient_5xx_is_retried(client: openai.OpenAI, sim: SimulatedTrae) -> None:
     """A 5xx before the first byte is retried and the client sees only the success."""
