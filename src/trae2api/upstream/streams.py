@@ -12,17 +12,16 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import cast
 from urllib.parse import urlsplit
 
 import httpx
 
 from trae2api.errors import ResponseError
+from trae2api.upstream.connection import Connection
 from trae2api.upstream.h1 import ResponseParser, encode_request, host_header
 
 # Like httpx's defaults and app.py's limits for the shared client.
 KEEPALIVE_EXPIRY = 5.0
-_READ_HIGH_WATER = 256 * 1024  # pause the socket when this much body waits for the reader
 _Key = tuple[str, str, int]
 
 
@@ -32,136 +31,6 @@ class StreamTimeouts:
     read: float
     write: float = 30.0
     pool: float = 30.0
-
-
-class _Connection(asyncio.Protocol):
-    """One socket; its parser is the response currently being read, if any."""
-
-    def __init__(self, release: asyncio.Semaphore) -> None:
-        self._release: asyncio.Semaphore | None = release
-        self.transport: asyncio.Transport | None = None
-        self.parser: ResponseParser | None = None
-        self.error: BaseException | None = None  # the socket or the parse failed
-        self.closed = False
-        self.idle_since = 0.0
-        self._waiter: asyncio.Future[bool] | None = None
-        self._drained: asyncio.Future[None] | None = None
-        self._paused = False
-
-    # asyncio.Protocol ----------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # Not isinstance(): uvloop's transports do not subclass asyncio.Transport.
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        parser = self.parser
-        if parser is None:  # bytes while idle in the pool: the connection is unusable
-            self.close()
-            return
-        if self.error is not None:
-            return
-        try:
-            parser.feed(data)
-        except ResponseError as exc:
-            self.error = exc
-        if parser.pending > _READ_HIGH_WATER and not self._paused and self.transport is not None:
-            # Backpressure: the reader is behind, let TCP hold the rest.
-            self._paused = True
-            self.transport.pause_reading()
-        self._wake()
-
-    def eof_received(self) -> bool:
-        if self.parser is not None and self.error is None:
-            try:
-                self.parser.feed_eof()
-            except ResponseError as exc:
-                self.error = exc
-        self.closed = True
-        self._wake()
-        return False  # close the transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.error is None and exc is not None:
-            self.error = exc
-        if self.parser is not None and not self.parser.complete and self.error is None:
-            self.error = ResponseError("the connection closed before the response ended")
-        self.close()
-        self._wake()
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
-
-    def pause_writing(self) -> None:
-        self._drained = asyncio.get_running_loop().create_future()
-
-    def resume_writing(self) -> None:
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
-        self._drained = None
-
-    # used by the pool and the response ------------------------------------------------------
-
-    def close(self) -> None:
-        """Close the socket and give its slot back, once."""
-        self.closed = True
-        if self.transport is not None:
-            self.transport.abort()  # nothing is owed to a peer we stop talking to
-        release, self._release = self._release, None
-        if release is not None:
-            release.release()
-
-    @property
-    def reusable(self) -> bool:
-        transport = self.transport
-        return not self.closed and transport is not None and not transport.is_closing()
-
-    async def write(self, data: bytes, seconds: float) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
-        if self._drained is not None:
-            try:
-                async with asyncio.timeout(seconds):
-                    await self._drained
-            except TimeoutError:
-                raise httpx.WriteTimeout("timed out sending the request") from None
-
-    async def wait(self, seconds: float) -> bool:
-        """Until the parser has news (True), the socket fails, or ``seconds`` pass (False).
-
-        A timeout loses nothing: the bytes that arrive later wait in the parser.
-        """
-        loop = asyncio.get_running_loop()
-        waiter = self._waiter = loop.create_future()
-        self.resume()
-        # A timer callback rather than asyncio.timeout(): no cancellation to unwind per read.
-        timer = loop.call_later(seconds, _expire, waiter)
-        try:
-            woke: bool = await waiter
-            return woke
-        finally:
-            timer.cancel()
-            self._waiter = None
-
-    def interrupt(self, exc: BaseException) -> None:
-        """End the wait in progress (if any) with ``exc``: a shutdown ending the chat."""
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
-
-    def resume(self) -> None:
-        if self._paused and self.transport is not None:
-            self._paused = False
-            self.transport.resume_reading()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(True)
-
-
-def _expire(waiter: asyncio.Future[bool]) -> None:
-    if not waiter.done():
-        waiter.set_result(False)
 
 
 class ReadControl:
@@ -177,7 +46,7 @@ class ReadControl:
         self.tick = tick
         self.deadline = deadline  # loop time; None once the first byte is in
         self.error: BaseException | None = None
-        self._conn: _Connection | None = None
+        self._conn: Connection | None = None
 
     def interrupt(self, exc: BaseException) -> None:
         self.error = exc
@@ -189,11 +58,11 @@ class StreamResponse:
     """An answer's head, then its body a network read at a time; ``close`` it in all cases."""
 
     def __init__(
-        self, pool: StreamPool, key: _Key, conn: _Connection, request: bytes, *, reused: bool
+        self, pool: StreamPool, key: _Key, conn: Connection, request: bytes, *, reused: bool
     ) -> None:
         self._pool = pool
         self._key = key
-        self._conn: _Connection | None = conn
+        self._conn: Connection | None = conn
         self._request = request
         self._reused = reused
         self._parser = conn.parser or ResponseParser()
@@ -252,7 +121,7 @@ class StreamResponse:
             else:
                 yield b""
 
-    async def _news(self, conn: _Connection, control: ReadControl | None, since: float) -> bool:
+    async def _news(self, conn: Connection, control: ReadControl | None, since: float) -> bool:
         """Wait for news (True) or a tick of silence (False); ReadTimeout past the deadline:
         ``UPSTREAM_READ_TIMEOUT`` since the last news, or the control's first-byte deadline."""
         limit = since + self._pool.timeouts.read
@@ -309,7 +178,7 @@ class StreamPool:
         self.timeouts = timeouts
         self._slots = asyncio.Semaphore(max_connections)
         self._max_keepalive = max_keepalive
-        self._idle: dict[_Key, deque[_Connection]] = {}
+        self._idle: dict[_Key, deque[Connection]] = {}
         self._idle_count = 0
         self._ssl = ssl_context
         self._closed = False
@@ -332,12 +201,12 @@ class StreamPool:
         conn = await self.connect_and_send(key, request)
         return StreamResponse(self, key, conn, request, reused=False)
 
-    async def connect_and_send(self, key: _Key, request: bytes) -> _Connection:
+    async def connect_and_send(self, key: _Key, request: bytes) -> Connection:
         conn = await self._connect(key)
         await self._send(conn, request)
         return conn
 
-    def release(self, key: _Key, conn: _Connection) -> None:
+    def release(self, key: _Key, conn: Connection) -> None:
         if self._closed or self._idle_count >= self._max_keepalive or not conn.reusable:
             conn.close()
             return
@@ -356,7 +225,7 @@ class StreamPool:
         self._idle.clear()
         self._idle_count = 0
 
-    def _take_idle(self, key: _Key) -> _Connection | None:
+    def _take_idle(self, key: _Key) -> Connection | None:
         idle = self._idle.get(key)
         if not idle:
             return None
@@ -372,7 +241,7 @@ class StreamPool:
             conn.close()
         return None
 
-    async def _send(self, conn: _Connection, request: bytes) -> None:
+    async def _send(self, conn: Connection, request: bytes) -> None:
         conn.parser = ResponseParser()
         try:
             await conn.write(request, self.timeouts.write)
@@ -380,7 +249,7 @@ class StreamPool:
             conn.close()  # cancelled, timed out or failed: the socket's state is unknown
             raise
 
-    async def _connect(self, key: _Key) -> _Connection:
+    async def _connect(self, key: _Key) -> Connection:
         if self._slots.locked():
             try:
                 async with asyncio.timeout(self.timeouts.pool):
@@ -389,7 +258,7 @@ class StreamPool:
                 raise httpx.PoolTimeout("no free upstream connection") from None
         else:
             await self._slots.acquire()
-        conn = _Connection(self._slots)
+        conn = Connection(self._slots)
         scheme, host, port = key
         tls = self._tls() if scheme == "https" else None
         loop = asyncio.get_running_loop()
