@@ -17,6 +17,7 @@ from trae2api.auth.credentials import Credentials, DeviceIdentity
 from trae2api.auth.login import initial_account
 from trae2api.auth.refresh_lock import Lease, RefreshLock
 from trae2api.auth.rotation import Rotator
+from trae2api.auth.schedule import RefreshSchedule
 from trae2api.auth.store import CredentialStore, StoredAccount
 from trae2api.errors import ReauthRequired, UpstreamUnavailable
 from trae2api.log import secrets_registry
@@ -71,8 +72,7 @@ class CredentialManager:
         self._rotator = rotator
         self._seed = seed_refresh_token
         self._clock = clock
-        self._margin = refresh_margin
-        self._min_interval = min_refresh_interval
+        self._schedule = RefreshSchedule(refresh_margin, min_refresh_interval)
         self._reauth_grace = reauth_grace
         self._log: Logger = logger if logger is not None else structlog.get_logger(__name__)
         self._sleep = sleep
@@ -84,8 +84,6 @@ class CredentialManager:
         self._inflight: asyncio.Task[Credentials] | None = None
         self._reauth = False
         self._unsaved_base: int | None = None  # set while exchanged credentials are not durable
-        self._last_exchange_at: float | None = None
-        self._last_exchange_version: int | None = None
         self._last_refresh_at: float | None = None
         self._last_error: str | None = None
         self._refresh_count = 0
@@ -157,7 +155,7 @@ class CredentialManager:
     async def access_token(self) -> str:
         """A usable access token, refreshed first when within ``refresh_margin`` of expiry."""
         creds = self._current()
-        if not self._needs_refresh(creds, self._clock()):
+        if not self._schedule.needs_refresh(creds, self._clock()):
             return _token(creds)
         try:
             creds = await self._shared_refresh(None)
@@ -185,12 +183,12 @@ class CredentialManager:
         backoff = _BACKOFF_MIN
         while not self._reauth:
             now = self._clock()
-            delay = self._due_at(self._current()) - now
+            delay = self._schedule.due_at(self._current()) - now
             await self._sleep(min(max(delay, _MIN_SLEEP), _MAX_SLEEP))
             if self._reauth:
                 return
             try:
-                if self._unsaved_base is not None or self._needs_refresh(
+                if self._unsaved_base is not None or self._schedule.needs_refresh(
                     self._current(), self._clock()
                 ):
                     await self._shared_refresh(None)
@@ -219,40 +217,15 @@ class CredentialManager:
             raise RuntimeError("CredentialManager.start() has not completed")
         return self._creds
 
-    def _due_at(self, creds: Credentials) -> float:
-        """When ``creds`` should be refreshed (epoch seconds; -inf for "now")."""
-        if creds.access_token is None or creds.access_expires_at is None:
-            return float("-inf")
-        due = creds.access_expires_at - self._margin
-        if creds.refresh_expires_at is not None:
-            due = min(due, creds.refresh_expires_at - self._margin)
-        exchanged_at = self._recent_exchange_at(creds)
-        if exchanged_at is not None:
-            # A token we got moments ago that already looks due means the clocks disagree (or
-            # the lifetime is shorter than the margin); another exchange would not fix that
-            # and would rotate the refresh token on every request.
-            # Short-lived tokens (shorter than the margin) are refreshed at half-life instead.
-            lifetime = creds.access_expires_at - exchanged_at
-            due = max(due, exchanged_at + min(self._min_interval, lifetime / 2))
-        return due
-
-    def _recent_exchange_at(self, creds: Credentials) -> float | None:
-        if self._last_exchange_version == creds.version:
-            return self._last_exchange_at
-        return None
-
-    def _needs_refresh(self, creds: Credentials, now: float) -> bool:
-        return now >= self._due_at(creds)
-
     def _should_exchange(
         self, creds: Credentials, rejected: str | None, now: float, *, warn: bool = False
     ) -> bool:
         if rejected is None:
-            return self._needs_refresh(creds, now)
+            return self._schedule.needs_refresh(creds, now)
         if creds.access_token != rejected:
             return False
-        exchanged_at = self._recent_exchange_at(creds)
-        if warn and exchanged_at is not None and now - exchanged_at < self._min_interval:
+        exchanged_at = self._schedule.exchanged_at(creds)
+        if warn and exchanged_at is not None and now - exchanged_at < self._schedule.min_interval:
             # Still exchange: Trae may have revoked the token (or the operator's test expired
             # it); each request asks at most once, so this cannot loop. It is worth a warning.
             self._log.warning(
@@ -292,7 +265,7 @@ class CredentialManager:
             latest = await self._adopt_newer_stored(self._current())
             if rejected is not None:
                 return latest.access_token == rejected
-            return self._needs_refresh(latest, self._clock())
+            return self._schedule.needs_refresh(latest, self._clock())
 
         async with self._lock.hold(still_needed) as lease:
             # Re-read under the lock: another process may have refreshed while we waited.
@@ -343,12 +316,13 @@ class CredentialManager:
         if rotation.outcome == "lost_race" or rotation.credentials is None:
             return await self._lost_race(current), False
         new = rotation.credentials
-        self._last_exchange_at, self._last_exchange_version = self._clock(), new.version
+        exchanged_at = self._clock()
+        self._schedule.exchanged(exchanged_at, new.version)
         if rotation.outcome == "unsaved":
             return self._keep_unsaved(current.version, new, rotation.error or "unknown"), True
         self._creds = new
         self._refresh_count += 1
-        self._last_refresh_at = self._last_exchange_at
+        self._last_refresh_at = exchanged_at
         self._last_error = None
         self._log.info("credentials.refreshed", persist_ms=rotation.persist_ms, **new.redacted())
         return new, True
