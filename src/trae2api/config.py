@@ -1,7 +1,8 @@
 """Settings from the environment and an optional ``.env``, validated once at start-up.
 
 Every failure becomes a ``ConfigError`` that names the variable and says where its value comes
-from (the seed guide); this module must not start anything or touch the network.
+from (the seed guide; the wording is ``config_errors.py``'s); this module must not start anything
+or touch the network.
 """
 
 from __future__ import annotations
@@ -23,23 +24,11 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from trae2api.config_errors import config_error, invalid_variables
 from trae2api.errors import ConfigError
 
 ReasoningMode = Literal["reasoning_content", "think", "drop"]
 
-# Where an operator finds each account value (the seed's guide, protocol §1).
-WHERE_TO_FIND = {
-    "APP_ID": "Trae's app id: search Trae's log file ai_1_stdout.log for app_id",
-    "CLIENT_ID": (
-        "the OAuth client id: search Trae's main.log for ClientID "
-        "(Trae IDE's public client id is ono9krqynydwx5)"
-    ),
-    "REFRESH_TOKEN": (
-        "the OAuth refresh token: log in to Trae, then copy RefreshToken from Trae's "
-        "storage.json (and do not open Trae on that machine afterwards)"
-    ),
-    "USER_ID": "your Trae user id: UserID in Trae's storage.json or main.log",
-}
 _ACCOUNT_VARIABLES = ("APP_ID", "CLIENT_ID", "REFRESH_TOKEN")
 # Protocol §8 CHOICE: the default multi_media item; "$name" values are filled per image.
 DEFAULT_MULTI_MEDIA_ITEM = {
@@ -351,24 +340,13 @@ def load_settings(
         settings: Settings | None = Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
         invalid: dict[str, str] = {}
     except ValidationError as exc:
-        invalid = _invalid(exc)
+        invalid = invalid_variables(exc)
         settings = _with_defaults(env_file, overrides, invalid) if account else None
     missing = _missing_account(settings) if account and settings is not None else []
     if invalid or missing:
-        raise _config_error(missing, invalid, nothing_set=_nothing_set(settings, missing))
+        raise config_error(missing, invalid, nothing_set=_nothing_set(settings, missing))
     assert settings is not None
     return settings
-
-
-def _invalid(exc: ValidationError) -> dict[str, str]:
-    """Variable -> why its value was refused (the first reason per variable)."""
-    invalid: dict[str, str] = {}
-    for error in exc.errors():
-        location = error.get("loc") or ("?",)
-        detail = str(error.get("msg", "is not valid")).removeprefix("Value error, ")
-        # The input is deliberately not echoed: it may be a secret.
-        invalid.setdefault(str(location[0]).upper(), detail)
-    return invalid
 
 
 def _with_defaults(
@@ -399,27 +377,6 @@ def _missing_account(settings: Settings) -> list[str]:
 def _nothing_set(settings: Settings | None, missing: list[str]) -> bool:
     """No account variable the operator must set is set: a newcomer, point at the demo."""
     return settings is not None and {"CLIENT_ID", "REFRESH_TOKEN"} <= set(missing)
-
-
-def _config_error(missing: list[str], invalid: dict[str, str], *, nothing_set: bool) -> ConfigError:
-    """One line naming every missing and every malformed variable, and how to fix each."""
-    variables = [*missing, *invalid]
-    if len(variables) == 1 and missing:
-        message = f"is not set. It is {WHERE_TO_FIND[missing[0]]}."
-    elif len(variables) == 1:
-        ((variable, detail),) = invalid.items()
-        hint = f" It is {WHERE_TO_FIND[variable]}." if variable in WHERE_TO_FIND else ""
-        message = f"is not valid: {detail}.{hint}"
-    else:
-        parts = [f"{name} is not set (it is {WHERE_TO_FIND[name]})" for name in missing]
-        parts += [f"{name} is not valid: {detail}" for name, detail in invalid.items()]
-        message = "; ".join(parts) + "."
-    if missing:
-        message += " Put them" if len(variables) > 1 else " Put it"
-        message += " in the environment or in .env (see .env.example)."
-    if nothing_set:
-        message += " To try trae2api without a Trae account first, run: trae2api serve --demo"
-    return ConfigError(", ".join(variables), message)
 
 
 def require_safe_bind(settings: Settings, *, insecure_no_auth: bool) -> None:
