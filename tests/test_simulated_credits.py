@@ -11,7 +11,7 @@ import pytest
 import simkit
 from simkit import AGENT_CHAT, agent_chat_body, agent_headers, parse_sse
 from trae2api.testing import SimulatedTrae
-from trae2api.testing.credits import pack_list
+from trae2api.testing.credit_ledger import pack_list
 
 shared_sim, sim, token = simkit.sim_fixtures()
 shared_client, client = simkit.client_fixtures()

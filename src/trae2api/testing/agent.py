@@ -104,8 +104,8 @@ from trae2api.testing.agent_validation import (
 )
 from trae2api.testing.authentication import authenticate, invalid_response
 from trae2api.testing.images_seen import agent_image_note
+from trae2api.testing.plan_sender import html_error, respond
 from trae2api.testing.scenario import Frame, Plan, error_frame, plan_script
-from trae2api.testing.sse import html_error, respond
 from trae2api.testing.state import SimState
 from trae2api.testing.validation import Invalid
 

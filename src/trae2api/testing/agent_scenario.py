@@ -26,7 +26,7 @@ from trae2api.testing.scenario import (
     word_count,
     words,
 )
-from trae2api.testing.toolcalls import ScriptedCall, results_answer
+from trae2api.testing.tool_text import ScriptedCall, results_answer
 
 AGENT_FLAGS = COMMON_FLAGS | {
     "empty",

@@ -46,8 +46,8 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from trae2api.testing.admin import PREFIX, json_response, read_json
+from trae2api.testing.plan_sender import ResetConnection, abort_connection, encode_frame, html_error
 from trae2api.testing.scenario import Frame, Plan
-from trae2api.testing.sse import ResetConnection, abort_connection, encode_frame, html_error
 
 OVERSIZED_LINE_BYTES = 1024 * 1024 + 1  # trae2api.wire.sse.DEFAULT_MAX_LINE_BYTES + 1
 RESET_PAUSE = 0.2  # lets the first bytes reach the client before the RST discards its buffer

@@ -2,7 +2,7 @@
 sessions, the bytes TOS received, committed images, the image switches and counters.
 
 Owned by ``SimState`` (as ``state.images``) and thread-safe behind its own lock; it must not do
-I/O or know about HTTP. The rules of each endpoint live in ``trae2api.testing.imagex``.
+I/O or know about HTTP. The rules of each endpoint live in ``trae2api.testing.image_service``.
 """
 
 from __future__ import annotations

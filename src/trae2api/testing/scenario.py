@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from trae2api.testing.toolcalls import (
+from trae2api.testing.tool_text import (
     MALFORMED_BLOCK,
     UNTERMINATED_BLOCK,
     ScriptedCall,

@@ -18,7 +18,7 @@ import orjson
 
 from trae2api.testing.agent_catalog import TABLE_CODE_FLOOR
 from trae2api.testing.agent_tables import default_agent_models
-from trae2api.testing.credits import CREDIT_CONFIG_KEYS, CreditBook
+from trae2api.testing.credit_ledger import CREDIT_CONFIG_KEYS, CreditBook
 from trae2api.testing.image_store import IMAGE_CONFIG_KEYS, ImageStore
 from trae2api.testing.tokens import (
     DEFAULT_ACCESS_TTL,

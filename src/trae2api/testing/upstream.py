@@ -88,10 +88,10 @@ from trae2api.testing.faults import (
     fault_routes,
     find_chat_fault,
 )
+from trae2api.testing.image_service import image_routes
 from trae2api.testing.images_seen import NO_IMAGES, accepts_images, check_multi_media
-from trae2api.testing.imagex import image_routes
+from trae2api.testing.plan_sender import RAW_SEND_KEY, html_error, respond
 from trae2api.testing.scenario import Plan, error_frame, plan_chat, plan_script
-from trae2api.testing.sse import RAW_SEND_KEY, html_error, respond
 from trae2api.testing.state import SimState
 from trae2api.testing.tokens import INVALID_PARAMETER_CODE, ExchangeRejected
 from trae2api.testing.validation import (
@@ -254,7 +254,7 @@ class _SimApp(Starlette):
 def create_upstream_app(state: SimState) -> Starlette:
     """The simulated Trae: the §2 exchange, the legacy ``/api/ide/*`` endpoints, the agent
     dialect's catalogue and chat (``trae2api.testing.agent``), ``/_sim/*``, and the §8 image
-    pipeline (upload token, ImageX, TOS: ``trae2api.testing.imagex``)."""
+    pipeline (upload token, ImageX, TOS: ``trae2api.testing.image_service``)."""
     faults = FaultBoard()
     upstream = _Upstream(state, faults)
     routes = [
