@@ -19,48 +19,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import statistics
-import tempfile
 from pathlib import Path
 
-import httpx
 from load import LoadClient, Target, answer_prompt, gateway_target, run_stream
-from servers import (
-    Services,
-    free_port,
-    gateway_env,
-    start_gateway,
-    start_simulator,
-    stop,
-    wait_ready,
-)
+from servers import services as started
 
 
-def cpu_seconds(pid: int) -> float:
+def schedstat_seconds(pid: int) -> float:
     """CPU time of every thread of ``pid`` so far (schedstat: nanoseconds, not clock ticks)."""
     tasks = Path(f"/proc/{pid}/task")
     return sum(int((task / "schedstat").read_text().split()[0]) for task in tasks.iterdir()) / 1e9
-
-
-def start_tree(
-    name: str, src: Path, tmp: Path, stack: contextlib.ExitStack, dialect: str
-) -> Services:
-    """One simulator and, on it, a gateway importing ``src``'s trae2api."""
-    log = stack.enter_context((tmp / f"{name}.log").open("wb"))
-    sim, account = start_simulator(log)
-    stack.callback(stop, sim)
-    config = account["BASE_URL"] + "/_sim/config"  # each agent chat spends a credit (§7)
-    httpx.post(config, json={"ide_credits": 10**9}, trust_env=False).raise_for_status()
-    port, token = free_port(), "interleave-" + os.urandom(12).hex()
-    (tmp / name).mkdir()
-    env = gateway_env(account, port, tmp / name, token, dialect)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src / "src"), env.get("PYTHONPATH")]))
-    gateway = start_gateway(env, log, tmp)
-    stack.callback(stop, gateway)
-    url = f"http://127.0.0.1:{port}"
-    wait_ready(url, gateway)
-    return Services(sim, gateway, account["BASE_URL"], url, token, tmp, dialect)
 
 
 async def measure(
@@ -75,14 +44,14 @@ async def measure(
     try:
         for index in range(opts.warmup + opts.blocks * per_block):
             if index >= opts.warmup and (index - opts.warmup) % per_block == 0:
-                before = {name: cpu_seconds(pids[name]) for name in names}
+                before = {name: schedstat_seconds(pids[name]) for name in names}
             for name in names if index % 2 == 0 else names[::-1]:
                 result = await run_stream(client, targets[name])
                 if result.error:
                     raise SystemExit(f"{name}: {result.error}")
             if index >= opts.warmup and (index - opts.warmup + 1) % per_block == 0:
                 for name in names:
-                    used = cpu_seconds(pids[name]) - before[name]
+                    used = schedstat_seconds(pids[name]) - before[name]
                     samples[name].append(1000 * used / per_block)
     finally:
         client.close()
@@ -103,10 +72,10 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     opts = parse_args()
     trees = {name: Path(path).resolve() for name, _, path in (t.partition("=") for t in opts.trees)}
-    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:
         services = {
-            name: start_tree(name, src, Path(tmp), stack, opts.dialect)
-            for name, src in trees.items()
+            name: stack.enter_context(started(opts.dialect, source))
+            for name, source in trees.items()
         }
         prompt = answer_prompt(opts.chunks)
         targets = {name: gateway_target(svc, prompt, opts.chunks) for name, svc in services.items()}

@@ -143,8 +143,10 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def services(dialect: str = "agent") -> Iterator[Services]:
-    """Start the simulator and the gateway; always stop both (and delete the temp dir)."""
+def services(dialect: str = "agent", source: Path | None = None) -> Iterator[Services]:
+    """Start the simulator and the gateway; always stop both (and delete the temp dir).
+
+    ``source``: a checkout whose ``src/`` the gateway imports first (this tree's by default)."""
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="trae2api-bench-")))
         sim_log = stack.enter_context((tmp / "simulator.log").open("wb"))
@@ -158,6 +160,9 @@ def services(dialect: str = "agent") -> Iterator[Services]:
         ).raise_for_status()
         port, token = free_port(), "bench-" + secrets.token_hex(16)
         env = gateway_env(account, port, tmp / "data", token, dialect)
+        if source is not None:
+            paths = [str(source / "src"), env.get("PYTHONPATH", "")]
+            env["PYTHONPATH"] = os.pathsep.join(path for path in paths if path)
         gateway = start_gateway(env, gw_log, tmp)
         stack.callback(stop, gateway)
         url = f"http://127.0.0.1:{port}"
