@@ -108,8 +108,7 @@ class DeltaReconciler:
                 fragments.append(
                     ToolFragment(fragment.index, fragment.id, fragment.name, arguments)
                 )
-        content = self._content.push(item.content) if item.content else ""
-        reasoning = self._reasoning.push(item.reasoning) if item.reasoning else ""
+        content, reasoning = self._content.push(item.content), self._reasoning.push(item.reasoning)
         return content, reasoning, fragments
 
 

@@ -98,9 +98,8 @@ def interpret(event: SSEEvent) -> Item | None:
             return Delta(data, "") if data else None
         if not isinstance(data, dict):
             return None
-        # The hot path (every chunk): _text inlined.
-        content = text if isinstance(text := data.get("response"), str) else ""
-        reasoning = text if isinstance(text := data.get("reasoning_content"), str) else ""
+        content = _text(data.get("response"))
+        reasoning = _text(data.get("reasoning_content"))
         finish = map_finish_reason(data["finish_reason"]) if data.get("finish_reason") else None
         calls = data.get("tool_calls")  # null on most outputs: no tool work for them
         fragments = _tool_fragments(calls) if calls else ()

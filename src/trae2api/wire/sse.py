@@ -119,8 +119,9 @@ class SSEParser:
                 value = raw[6:] if raw[5:6] == b" " else raw[5:]
                 # Decoding whole lines only keeps a multi-byte character split across feeds.
                 self._data.append(value.decode("utf-8", "replace"))
-            elif raw.startswith(b"event:"):
-                self._name(raw, events)
+            elif raw.startswith(b"event:"):  # the agent framing's other line, same shortcut
+                value = raw[7:] if raw[6:7] == b" " else raw[6:]
+                self._name(value.decode("utf-8", "replace"), events)
             elif raw[0] != _COLON_ORD:  # ":" lines are comments (protocol §6: ignored)
                 self._field(raw, events)
         return events
@@ -132,18 +133,17 @@ class SSEParser:
         if name == "data":
             self._data.append(value)
         elif name == "event":
-            self._name(raw, events)
+            self._name(value, events)
         elif name == "id":
             self._id = value
         # "retry" and unknown fields are ignored, as the SSE spec says.
 
-    def _name(self, raw: bytes, events: list[SSEEvent]) -> None:
+    def _name(self, value: str, events: list[SSEEvent]) -> None:
         if self._data:
             # Protocol §6: a missing blank line between events; a new event: line ends the
             # pending one.
             self._dispatch(events)
-        value = raw[7:] if raw[6:7] == b" " else raw[6:]
-        self._event = value.decode("utf-8", "replace")
+        self._event = value
 
     def _dispatch(self, events: list[SSEEvent]) -> None:
         # An event name without data is still dispatched (e.g. a bare "event: done"), with "".
