@@ -41,7 +41,7 @@ class SSEResponse(Response):
     ) -> None:
         # Not Response.__init__: a body rendered up front would give a content-length header.
         self.status_code = 200
-        self.background = None
+        self.background = None  # FastAPI reads it (to attach dependency clean-up tasks)
         self.init_headers(headers)
         self._chunks = chunks
         self._last = last
@@ -51,8 +51,8 @@ class SSEResponse(Response):
         assert task is not None  # ASGI apps run in a task
         watcher = asyncio.ensure_future(_disconnect(receive))
 
-        def client_gone(done: asyncio.Future[bool]) -> None:
-            if not done.cancelled() and done.result():
+        def client_gone(done: asyncio.Future[None]) -> None:
+            if _gone(done):
                 task.cancel()
 
         watcher.add_done_callback(client_gone)
@@ -79,15 +79,16 @@ class SSEResponse(Response):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _disconnect(receive: Receive) -> bool:
-    """True once the client has gone (the request body was read before the answer began)."""
+async def _disconnect(receive: Receive) -> None:
+    """Returns once the client has gone (the request body was read before the answer began)."""
     while True:
         message: Message = await receive()
         if message["type"] == "http.disconnect":
-            return True
+            return
 
 
-def _gone(watcher: asyncio.Future[bool]) -> bool:
+def _gone(watcher: asyncio.Future[None]) -> bool:
+    """The watcher saw the client go (not cancelled by us, and ``receive`` did not fail)."""
     return watcher.done() and not watcher.cancelled() and watcher.exception() is None
 
 
